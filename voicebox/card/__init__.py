@@ -1,0 +1,1 @@
+"""The hardwired-model card: firmware profiles, host-card protocol, driver and emulator."""

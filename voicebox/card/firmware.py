@@ -1,0 +1,221 @@
+"""What the emulated card's firmware does: sessions, context window and eviction, generation."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+from voicebox.card.profile import FirmwareProfile
+from voicebox.card.protocol import ErrorCode
+from voicebox.card.standin import StandInModel, check_stand_in
+from voicebox.engines.protocols import ChatMessage
+
+_LOGGER = logging.getLogger(__name__)
+
+
+class FirmwareError(Exception):
+    """A command the firmware refuses; becomes an ERROR frame with ``code``."""
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True, slots=True)
+class Prefilled:
+    """Result of a PREFILL."""
+
+    prompt_tokens: int
+    """Tokens of the prompt as kept (after eviction), with the reply header and continuation."""
+    cached_tokens: int
+    """Leading tokens already in the session's KV cache (not prefilled again)."""
+    evicted_messages: int
+    """Oldest messages dropped to fit the window."""
+
+    @property
+    def new_tokens(self) -> int:
+        return self.prompt_tokens - self.cached_tokens
+
+
+@dataclass(slots=True)
+class _Session:
+    kv_tokens: list[int] = field(default_factory=list)
+    """Tokens whose keys and values the session holds (the last prompt and reply)."""
+    prompt: str | None = None
+    stop: list[str] = field(default_factory=list)
+    prefilled: Prefilled | None = None
+
+
+def evict_to_fit(
+    messages: Sequence[ChatMessage], fits: Callable[[list[ChatMessage]], bool]
+) -> tuple[list[ChatMessage], int]:
+    """Drop the oldest exchanges until ``fits(kept)``; the eviction policy.
+
+    Leading system messages and the last message are never dropped. The oldest other
+    message goes first, together with the assistant message that answers it, so the
+    history keeps whole exchanges. Returns the kept messages and how many were dropped.
+    """
+    kept = list(messages)
+    head = 0
+    while head < len(kept) and kept[head].role == "system":
+        head += 1
+    dropped = 0
+    while not fits(kept):
+        if len(kept) - head <= 1:
+            break
+        n = 2 if kept[head].role == "user" and kept[head + 1].role == "assistant" else 1
+        n = min(n, len(kept) - head - 1)
+        del kept[head : head + n]
+        dropped += n
+    return kept, dropped
+
+
+class EmulatedFirmware:
+    """The card's state machine, independent of transport, pacing and faults.
+
+    Thread-safe: one lock guards the sessions; the stand-in model runs one reply at a time.
+    """
+
+    def __init__(self, profile: FirmwareProfile, stand_in: StandInModel) -> None:
+        check_stand_in(profile, stand_in.file_name, stand_in.architecture)
+        self.profile = profile
+        self.stand_in = stand_in
+        self._sessions: dict[int, _Session] = {}
+        self._next_id = 1
+        self._lock = threading.Lock()
+        self.model_lock = threading.Lock()
+        """Held while the stand-in generates (it runs one reply at a time)."""
+
+    @property
+    def sessions_open(self) -> int:
+        return len(self._sessions)
+
+    def identity(self) -> dict[str, object]:
+        p = self.profile
+        return {
+            "profile": p.name,
+            "firmware": p.firmware_version,
+            "model": p.model.name,
+            "context_tokens": p.context.context_tokens,
+            "max_sessions": p.sessions.max_sessions,
+            "vendor_id": p.pcie.vendor_id,
+            "device_id": p.pcie.device_id,
+            "projection": p.projection,
+            "emulated": True,
+            "stand_in": self.stand_in.file_name,
+        }
+
+    def open(self) -> int:
+        with self._lock:
+            limit = self.profile.sessions.max_sessions
+            if len(self._sessions) >= limit:
+                raise FirmwareError(
+                    ErrorCode.SESSIONS_EXHAUSTED, f"all {limit} sessions are open"
+                )
+            sid = self._next_id
+            self._next_id = self._next_id % 0xFFFF + 1
+            while sid in self._sessions:  # wrapped around onto a live id
+                sid = self._next_id
+                self._next_id = self._next_id % 0xFFFF + 1
+            self._sessions[sid] = _Session()
+            return sid
+
+    def close(self, sid: int) -> None:
+        with self._lock:
+            if self._sessions.pop(sid, None) is None:
+                raise FirmwareError(ErrorCode.NO_SESSION, f"no open session {sid}")
+
+    def reset(self) -> None:
+        """Forget every session (and its KV cache)."""
+        with self._lock:
+            self._sessions.clear()
+
+    def session(self, sid: int) -> _Session:
+        with self._lock:
+            session = self._sessions.get(sid)
+        if session is None:
+            raise FirmwareError(ErrorCode.NO_SESSION, f"no open session {sid}")
+        return session
+
+    def count(self, messages: Sequence[ChatMessage]) -> int:
+        prompt, _ = self.stand_in.render(messages)
+        return len(self.stand_in.tokenize(prompt))
+
+    def prefill(
+        self,
+        sid: int,
+        messages: Sequence[ChatMessage],
+        *,
+        reserve_tokens: int,
+        continuation: str = "",
+    ) -> Prefilled:
+        """Set the session's prompt, evicting old exchanges so prompt + reserve fits."""
+        session = self.session(sid)
+        if not messages:
+            raise FirmwareError(ErrorCode.BAD_REQUEST, "prefill needs at least one message")
+        window = self.profile.context.context_tokens
+        reserve = max(1, min(reserve_tokens, window // 2))
+        rendered: dict[int, tuple[str, list[str], list[int]]] = {}
+
+        def fits(kept: list[ChatMessage]) -> bool:
+            prompt, stop = self.stand_in.render(kept)
+            prompt += continuation
+            tokens = self.stand_in.tokenize(prompt)
+            rendered[len(kept)] = (prompt, stop, tokens)
+            return len(tokens) + reserve <= window
+
+        kept, dropped = evict_to_fit(messages, fits)
+        prompt, stop, tokens = rendered[len(kept)]
+        if len(tokens) + reserve > window:
+            raise FirmwareError(
+                ErrorCode.CONTEXT_OVERFLOW,
+                f"prompt of {len(tokens)} tokens plus {reserve} reserved for the reply exceeds "
+                f"the {window}-token window even with only the system prompt and last message",
+            )
+        if dropped:
+            _LOGGER.info("session %d: evicted %d oldest messages to fit %d tokens", sid, dropped, window)
+        cached = _common_prefix(session.kv_tokens, tokens)
+        result = Prefilled(len(tokens), cached, dropped)
+        session.kv_tokens = tokens
+        session.prompt, session.stop, session.prefilled = prompt, stop, result
+        return result
+
+    def generate(
+        self, sid: int, max_tokens: int, cancel: threading.Event
+    ) -> tuple[Prefilled, int, Iterator[str]]:
+        """The session's prefill, the token budget, and the reply pieces (one per token).
+
+        The budget is ``max_tokens`` clipped to what is left of the window, so the
+        session never overflows its context.
+        """
+        session = self.session(sid)
+        if session.prompt is None or session.prefilled is None:
+            raise FirmwareError(ErrorCode.NOT_PREFILLED, f"session {sid} has no prefilled prompt")
+        if max_tokens < 1:
+            raise FirmwareError(ErrorCode.BAD_REQUEST, f"max_tokens must be >= 1 (got {max_tokens})")
+        prefilled = session.prefilled
+        budget = min(max_tokens, self.profile.context.context_tokens - prefilled.prompt_tokens)
+        prompt, stop = session.prompt, session.stop
+        session.prompt = None  # a GENERATE consumes the prefill
+
+        def pieces() -> Iterator[str]:
+            reply: list[str] = []
+            try:
+                for piece in self.stand_in.stream_prompt(prompt, stop, max_tokens=budget, cancel=cancel):
+                    reply.append(piece)
+                    yield piece
+            finally:
+                session.kv_tokens = self.stand_in.tokenize(prompt + "".join(reply))
+
+        return prefilled, budget, pieces()
+
+
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n

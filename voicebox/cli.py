@@ -1,0 +1,183 @@
+"""The ``voicebox`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from voicebox.config import Config, load_config
+from voicebox.errors import VoiceboxError
+from voicebox.events import Event, PlaybackStarted, ReplyDone, TranscriptFinal
+from voicebox.events import Interrupted as InterruptedEvent
+
+_LOGGER = logging.getLogger(__name__)
+
+
+def _add_pipeline_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", type=Path, help="TOML settings file")
+    p.add_argument("--events", type=Path, help="write events as JSON lines to this file")
+    p.add_argument("--engine", choices=["llama", "emulated", "pcie"], help="LLM engine")
+    p.add_argument("--profile", help="firmware profile for --engine emulated|pcie")
+    p.add_argument("--device", help="card device path for --engine pcie")
+    p.add_argument("--llm-model", type=Path, help="GGUF file for --engine llama")
+    p.add_argument("--asr-model", type=Path, help="CTranslate2 Whisper folder")
+    p.add_argument("--tts-model", type=Path, help="Piper voice .onnx (with .onnx.json)")
+    p.add_argument("--vad-model", type=Path, help="silero VAD .onnx")
+    p.add_argument("--end-of-turn-ms", type=int, help="silence that ends a turn")
+    p.add_argument("--max-reply-tokens", type=int, help="cap on reply length")
+
+
+def _config(args: argparse.Namespace) -> Config:
+    return load_config(
+        args.config,
+        llm__engine=args.engine, llm__profile=args.profile, llm__device=args.device,
+        llm__max_reply_tokens=args.max_reply_tokens,
+        models__llm=args.llm_model, models__asr=args.asr_model,
+        models__tts=args.tts_model, models__vad=args.vad_model,
+        turn__end_of_turn_ms=args.end_of_turn_ms,
+    )
+
+
+def _printer(quiet: bool) -> Callable[[Event], None]:
+    def show(event: Event) -> None:
+        if quiet:
+            return
+        if isinstance(event, TranscriptFinal) and event.text:
+            print(f"[{event.stream_s:7.2f}s] heard:    {event.text}", flush=True)
+        elif isinstance(event, PlaybackStarted):
+            print(f"[{event.stream_s:7.2f}s] speaking: latency {event.latency_ms:.0f} ms "
+                  "(end of speech to first reply sample)", flush=True)
+        elif isinstance(event, ReplyDone):
+            print(f"[{event.stream_s:7.2f}s] answered: {event.text}", flush=True)
+        elif isinstance(event, InterruptedEvent):
+            print(f"[{event.stream_s:7.2f}s] interrupted; user heard: {event.heard_text!r}",
+                  flush=True)
+    return show
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from voicebox.audio.wav import read_wav
+    from voicebox.events import EventLog
+    from voicebox.runtime.build import close_engines, load_engines
+    from voicebox.runtime.session import simulate_file
+
+    config = _config(args)
+    read_wav(args.inp)  # fail fast on a bad file, before loading models
+    if args.out.parent and not args.out.parent.exists():
+        raise VoiceboxError(f"output folder does not exist: {args.out.parent}")
+    vad, engines = load_engines(config)
+    log = EventLog(args.events, [_printer(args.quiet)])
+    try:
+        result = simulate_file(args.inp, args.out, config=config, vad=vad, engines=engines, log=log)
+    finally:
+        log.close()
+        close_engines(engines)
+    lat = [e.latency_ms for e in result.events if isinstance(e, PlaybackStarted)]
+    if not args.quiet:
+        summary = ", ".join(f"{x:.0f}" for x in lat) or "none"
+        print(f"replies: {len(lat)}; latency ms: {summary}; wrote {args.out}")
+    return 0
+
+
+def cmd_listen(args: argparse.Namespace) -> int:
+    from voicebox.audio.devices import SoundDevice
+    from voicebox.events import EventLog
+    from voicebox.runtime.build import close_engines, load_engines
+    from voicebox.runtime.session import listen
+
+    config = _config(args)
+    device = SoundDevice(
+        input_device=args.input_device, output_device=args.output_device,
+        sample_rate_hz=config.audio.sample_rate_hz, block_ms=config.audio.block_ms,
+    )
+    vad, engines = load_engines(config)
+    log = EventLog(args.events, [_printer(False)])
+    print("listening; Ctrl-C to stop", flush=True)
+    try:
+        asyncio.run(listen(device, config=config, vad=vad, engines=engines, log=log))
+    finally:
+        log.close()
+        close_engines(engines)
+    print("stopped", flush=True)
+    return 0
+
+
+def cmd_devices(args: argparse.Namespace) -> int:
+    from voicebox.audio.devices import list_devices
+
+    devices = list_devices()
+    if not devices:
+        print("no audio devices found")
+        return 1 if args.require_input else 0
+    for d in devices:
+        mark = ("<" if d.is_default_input else " ") + (">" if d.is_default_output else " ")
+        print(f"{mark} {d.index:2d} {d.name}  in={d.inputs} out={d.outputs} "
+              f"rate={d.default_rate_hz} Hz")
+    if args.require_input and not any(d.inputs for d in devices):
+        return 1
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="voicebox", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("listen", help="talk to the assistant through microphone and speaker")
+    _add_pipeline_args(p)
+    p.add_argument("--input-device", help="PortAudio input device (index or name)")
+    p.add_argument("--output-device", help="PortAudio output device (index or name)")
+    p.set_defaults(func=cmd_listen)
+
+    p = sub.add_parser("simulate", help="hear a WAV in real time, write what was played")
+    _add_pipeline_args(p)
+    p.add_argument("--in", dest="inp", type=Path, required=True, help="input WAV")
+    p.add_argument("--out", type=Path, required=True, help="output WAV, time-aligned with input")
+    p.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
+    p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("devices", help="list audio devices and their default rates")
+    p.add_argument("--require-input", action="store_true",
+                   help="exit 1 unless a capture device exists")
+    p.set_defaults(func=cmd_devices)
+
+    for module in ("voicebox.models.cli", "voicebox.card.cli", "voicebox.bench.cli"):
+        _register(sub, module)
+    return parser
+
+
+def _register(sub: Any, module: str) -> None:
+    import importlib
+
+    try:
+        mod = importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name and module.startswith(exc.name):
+            return
+        raise
+    mod.add_subcommands(sub)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        result: int = args.func(args)
+        return result
+    except VoiceboxError as exc:
+        print(f"voicebox: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

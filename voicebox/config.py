@@ -1,0 +1,147 @@
+"""Runtime settings: frozen dataclasses, read from TOML, validated on creation."""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from voicebox.errors import VoiceboxError
+
+DEFAULT_SYSTEM_PROMPT = (
+    "You are a helpful voice assistant. Reply in one or two short spoken sentences, "
+    "without lists, markup or emoji."
+)
+
+
+class ConfigError(VoiceboxError):
+    """A bad setting; the message names it."""
+
+
+def _check(cond: bool, name: str, why: str) -> None:
+    if not cond:
+        raise ConfigError(f"config: {name} {why}")
+
+
+@dataclass(frozen=True, slots=True)
+class TurnConfig:
+    """Turn detection from VAD probabilities."""
+
+    start_threshold: float = 0.5
+    """Speech probability at which a frame counts as speech."""
+    end_threshold: float = 0.35
+    """Probability below which a frame counts as silence (hysteresis)."""
+    min_speech_ms: int = 64
+    """Speech needed to start a turn (and to barge in)."""
+    speculate_after_ms: int = 96
+    """Silence after which the reply is prepared (held until the turn is confirmed)."""
+    end_of_turn_ms: int = 500
+    """Silence that confirms the end of a turn."""
+    pre_roll_ms: int = 300
+    """Audio kept from before the detected speech start."""
+    partial_interval_ms: int = 400
+    """How often to transcribe while the user speaks."""
+
+    def __post_init__(self) -> None:
+        _check(0 < self.end_threshold <= self.start_threshold < 1, "end_threshold/start_threshold",
+               "must satisfy 0 < end_threshold <= start_threshold < 1")
+        _check(self.min_speech_ms > 0, "min_speech_ms", "must be > 0")
+        _check(0 < self.speculate_after_ms <= self.end_of_turn_ms, "speculate_after_ms",
+               "must be > 0 and <= end_of_turn_ms")
+        _check(self.pre_roll_ms >= 0, "pre_roll_ms", "must be >= 0")
+        _check(self.partial_interval_ms > 0, "partial_interval_ms", "must be > 0")
+
+
+@dataclass(frozen=True, slots=True)
+class ModelPaths:
+    """Model files; None means the packaged default."""
+
+    vad: Path | None = None
+    asr: Path | None = None
+    llm: Path | None = None
+    tts: Path | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LlmConfig:
+    """Reply generation."""
+
+    engine: str = "llama"
+    """``llama`` (llama.cpp), ``emulated`` (emulated card) or ``pcie`` (card driver)."""
+    profile: str | None = None
+    """Firmware profile for the card engines."""
+    device: str | None = None
+    """Device path of the card (pcie)."""
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    max_reply_tokens: int = 64
+    context_tokens: int = 2048
+    threads: int = 1
+
+    def __post_init__(self) -> None:
+        _check(self.engine in ("llama", "emulated", "pcie"), "engine",
+               "must be llama, emulated or pcie")
+        _check(self.max_reply_tokens > 0, "max_reply_tokens", "must be > 0")
+        _check(self.context_tokens >= 256, "context_tokens", "must be >= 256")
+        _check(self.threads >= 1, "threads", "must be >= 1")
+
+
+@dataclass(frozen=True, slots=True)
+class AudioConfig:
+    """The sound card."""
+
+    block_ms: float = 10.0
+    sample_rate_hz: int | None = None
+    """Device rate; None takes the output device's default."""
+    input_device: str | None = None
+    output_device: str | None = None
+
+    def __post_init__(self) -> None:
+        _check(1.0 <= self.block_ms <= 100.0, "block_ms", "must be within 1..100")
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """Everything the runtime needs."""
+
+    turn: TurnConfig = field(default_factory=TurnConfig)
+    llm: LlmConfig = field(default_factory=LlmConfig)
+    audio: AudioConfig = field(default_factory=AudioConfig)
+    models: ModelPaths = field(default_factory=ModelPaths)
+    asr_threads: int = 1
+
+
+def load_config(path: Path | None, **overrides: Any) -> Config:
+    """Read a TOML file (sections ``turn``, ``llm``, ``audio``, ``models``), then overrides.
+
+    ``overrides`` are ``section__field=value`` pairs from the command line; None is ignored.
+    """
+    raw: dict[str, Any] = {}
+    if path is not None:
+        try:
+            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"config file {path}: {exc}") from None
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        section, _, name = key.partition("__")
+        raw.setdefault(section, {})[name] = value
+    sections = {"turn": TurnConfig, "llm": LlmConfig, "audio": AudioConfig, "models": ModelPaths}
+    kwargs: dict[str, Any] = {}
+    for name, cls in sections.items():
+        values = raw.pop(name, {})
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(values) - known
+        _check(not unknown, f"[{name}]", f"has unknown keys: {', '.join(sorted(unknown))}")
+        if cls is ModelPaths:
+            values = {k: Path(v) for k, v in values.items()}
+        try:
+            kwargs[name] = cls(**values)
+        except TypeError as exc:
+            raise ConfigError(f"config: [{name}]: {exc}") from None
+    if "asr_threads" in raw:
+        kwargs["asr_threads"] = int(raw.pop("asr_threads"))
+    _check(not raw, "file", f"has unknown keys: {', '.join(sorted(raw))}")
+    return Config(**kwargs)

@@ -1,0 +1,1 @@
+"""Plain synchronous inference engines behind typing.Protocols (see ``protocols``)."""

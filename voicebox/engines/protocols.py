@@ -1,0 +1,100 @@
+"""The interfaces every engine implements; stages depend on these, never on a library."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+FloatAudio = npt.NDArray[np.float32]
+"""Mono float32 samples in [-1, 1]."""
+
+ASR_SAMPLE_RATE_HZ = 16_000
+"""VAD and ASR engines take 16 kHz mono audio."""
+
+
+class VadEngine(Protocol):
+    """Frame-level speech probability (silero VAD or a fake)."""
+
+    frame_samples: int
+    """Samples per frame at 16 kHz that ``probability`` expects."""
+
+    def probability(self, frame: FloatAudio) -> float:
+        """Speech probability of one frame; keeps recurrent state between calls."""
+        ...
+
+    def reset(self) -> None:
+        """Forget the recurrent state (new stream)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Transcript:
+    """What an ASR engine heard."""
+
+    text: str
+    """The words, stripped."""
+    audio_s: float
+    """Length of the audio that was transcribed."""
+
+
+class AsrEngine(Protocol):
+    """Speech to text on 16 kHz mono audio."""
+
+    def transcribe(self, audio: FloatAudio, *, final: bool, prompt: str = "") -> Transcript:
+        """Transcribe ``audio``; ``final`` asks for the most accurate pass.
+
+        ``prompt`` is text known to precede the audio (the committed prefix).
+        """
+        ...
+
+
+Role = Literal["system", "user", "assistant"]
+
+
+@dataclass(frozen=True, slots=True)
+class ChatMessage:
+    """One message of a conversation."""
+
+    role: Role
+    content: str
+
+
+class LlmEngine(Protocol):
+    """A chat model that streams its reply token by token."""
+
+    @property
+    def context_tokens(self) -> int:
+        """Size of the context window in tokens."""
+        ...
+
+    def count_tokens(self, messages: Sequence[ChatMessage]) -> int:
+        """Tokens the rendered prompt for ``messages`` takes (with the reply header)."""
+        ...
+
+    def stream(
+        self, messages: Sequence[ChatMessage], *, max_tokens: int, cancel: threading.Event
+    ) -> Iterator[str]:
+        """Yield the reply piece by piece; stop early once ``cancel`` is set."""
+        ...
+
+    def close(self) -> None:
+        """Release the model."""
+        ...
+
+
+class TtsEngine(Protocol):
+    """Text to speech, one call per clause."""
+
+    @property
+    def sample_rate_hz(self) -> int:
+        """Rate of the audio ``synthesize`` returns."""
+        ...
+
+    def synthesize(self, text: str) -> FloatAudio:
+        """Speak ``text``; returns mono float32 audio at ``sample_rate_hz``."""
+        ...

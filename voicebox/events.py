@@ -1,0 +1,176 @@
+"""Small timestamped events emitted by every stage; one turn's timings read off the log."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from voicebox.errors import VoiceboxError
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """Base of all events."""
+
+    t: float
+    """Monotonic time in seconds (``time.monotonic()``) when the fact became true."""
+    stream_s: float
+    """Position in the audio stream, in seconds since the first input sample."""
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechStarted(Event):
+    """VAD saw the user start speaking."""
+
+    turn: int
+    """Index of the user turn this speech belongs to."""
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechEnded(Event):
+    """VAD saw the user stop speaking (after the configured silence)."""
+
+    turn: int
+    speech_end_s: float
+    """Stream time of the last speech frame (the end of speech, before the silence)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechResumed(Event):
+    """The user spoke again during a pause the turn detector had been weighing."""
+
+    turn: int
+
+
+@dataclass(frozen=True, slots=True)
+class TurnEnded(Event):
+    """The turn detector decided the user has finished; the reply may be played."""
+
+    turn: int
+    speech_end_s: float
+    silence_ms: float
+    """Silence after the last speech frame when the decision was taken."""
+    reason: str
+    """What decided it: ``silence`` or ``semantic``."""
+
+
+@dataclass(frozen=True, slots=True)
+class TranscriptPartial(Event):
+    """An interim transcript while the user speaks."""
+
+    turn: int
+    text: str
+    compute_ms: float
+
+
+@dataclass(frozen=True, slots=True)
+class TranscriptFinal(Event):
+    """The transcript of the whole turn."""
+
+    turn: int
+    text: str
+    compute_ms: float
+
+
+@dataclass(frozen=True, slots=True)
+class LlmFirstToken(Event):
+    """The LLM produced its first token of the reply."""
+
+    turn: int
+    compute_ms: float
+    """Time from the request to the first token."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyText(Event):
+    """A clause of the reply handed to TTS."""
+
+    turn: int
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class TtsFirstAudio(Event):
+    """TTS produced the first audio of the reply."""
+
+    turn: int
+    compute_ms: float
+
+
+@dataclass(frozen=True, slots=True)
+class PlaybackStarted(Event):
+    """The first sample of the reply reached the speaker (or the virtual device)."""
+
+    turn: int
+    latency_ms: float
+    """From the end of the user's speech to this first reply sample."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyDone(Event):
+    """The reply finished playing."""
+
+    turn: int
+    text: str
+    tokens: int
+
+
+@dataclass(frozen=True, slots=True)
+class Interrupted(Event):
+    """The user barged in: playback stopped, generation and synthesis cancelled."""
+
+    turn: int
+    heard_text: str
+    """The part of the reply the user heard; only this goes into history."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyCancelled(Event):
+    """A speculative reply was dropped before any of it played."""
+
+    turn: int
+    reason: str
+
+
+def to_dict(event: Event) -> dict[str, Any]:
+    """The event as a flat dict with its type name under ``event``."""
+    data: dict[str, Any] = {"event": type(event).__name__}
+    data.update(dataclasses.asdict(event))
+    return data
+
+
+class EventLog:
+    """Collects events in memory and optionally writes them as JSON lines."""
+
+    def __init__(
+        self, path: Path | None = None, listeners: list[Callable[[Event], None]] | None = None
+    ) -> None:
+        self.events: list[Event] = []
+        self.listeners = list(listeners or [])
+        try:
+            self._file: IO[str] | None = path.open("w", encoding="utf-8") if path else None
+        except OSError as exc:
+            raise VoiceboxError(f"cannot write event log {path}: {exc.strerror}") from None
+
+    def emit(self, event: Event) -> None:
+        self.events.append(event)
+        for listener in self.listeners:
+            listener(event)
+        if self._file is not None:
+            self._file.write(json.dumps(to_dict(event)) + "\n")
+            self._file.flush()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+def read_events(path: Path) -> list[dict[str, Any]]:
+    """Read a JSONL event log written by :class:`EventLog`."""
+    with path.open(encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]

@@ -1,0 +1,1 @@
+"""The asyncio runtime: wires the device, turn detection, ASR, replies and playback."""

@@ -1,0 +1,59 @@
+"""Load the real engines named by a Config."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from voicebox.config import Config
+from voicebox.engines.protocols import LlmEngine, VadEngine
+from voicebox.models.locate import packaged_path
+from voicebox.runtime.reply import Engines
+from voicebox.runtime.workers import EngineWorker
+
+_LOGGER = logging.getLogger(__name__)
+
+
+def load_vad(config: Config) -> VadEngine:
+    from voicebox.engines.silero_vad import SileroVadEngine
+
+    return SileroVadEngine(config.models.vad or packaged_path("vad"))
+
+
+def load_llm(config: Config) -> LlmEngine:
+    llm = config.llm
+    if llm.engine == "llama":
+        from voicebox.engines.llama_llm import LlamaEngine
+
+        return LlamaEngine(
+            config.models.llm or packaged_path("llm"),
+            context_tokens=llm.context_tokens, threads=llm.threads,
+        )
+    from voicebox.card.factory import build_card_engine
+
+    return build_card_engine(llm.engine, llm.profile, llm.device)
+
+
+def load_engines(config: Config) -> tuple[VadEngine, Engines]:
+    """The VAD and the reply engines, each with its worker thread."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from voicebox.engines.piper_tts import PiperTtsEngine
+    from voicebox.engines.whisper_asr import WhisperAsrEngine
+
+    vad = load_vad(config)
+    asr = WhisperAsrEngine(config.models.asr or packaged_path("asr"), threads=config.asr_threads)
+    tts = PiperTtsEngine(config.models.tts or packaged_path("tts"))
+    llm = load_llm(config)
+    engines = Engines(
+        vad_worker=EngineWorker("vad"),
+        asr=asr, asr_worker=EngineWorker("asr"),
+        llm=llm, llm_worker=EngineWorker("llm"),
+        tts=tts, tts_worker=EngineWorker("tts"),
+    )
+    return vad, engines
+
+
+def close_engines(engines: Engines) -> None:
+    engines.llm.close()
+    for worker in (engines.vad_worker, engines.asr_worker, engines.llm_worker, engines.tts_worker):
+        worker.close()

@@ -1,0 +1,57 @@
+"""Split a token stream into speakable clauses so TTS can start before the reply is done."""
+
+from __future__ import annotations
+
+import re
+
+_END = re.compile(r"[.!?;:](?=\s)|\n")
+_SOFT = re.compile(r",(?=\s)")
+_UNSPEAKABLE = re.compile(r"[*_#`~<>\[\]{}|]|[\U0001F000-\U0001FAFF\u2600-\u27BF]")
+
+
+class ClauseSplitter:
+    """Feed text pieces; get clauses back as soon as they end.
+
+    A sentence end always closes a clause. A comma closes one once it holds
+    ``min_words`` words; the first clause of a reply may close earlier so the first
+    audio is short and quick.
+    """
+
+    def __init__(self, *, first_min_words: int = 2, min_words: int = 6) -> None:
+        self._buf = ""
+        self._first = True
+        self._first_min = first_min_words
+        self._min = min_words
+
+    def feed(self, piece: str) -> list[str]:
+        self._buf += piece
+        out: list[str] = []
+        while True:
+            cut = self._find_cut()
+            if cut is None:
+                return out
+            clause, self._buf = self._buf[:cut], self._buf[cut:]
+            text = clean(clause)
+            if text:
+                out.append(text)
+                self._first = False
+
+    def flush(self) -> list[str]:
+        text = clean(self._buf)
+        self._buf = ""
+        return [text] if text else []
+
+    def _find_cut(self) -> int | None:
+        end = _END.search(self._buf)
+        soft = _SOFT.search(self._buf)
+        if soft and (end is None or soft.start() < end.start()):
+            words = len(self._buf[: soft.start()].split())
+            need = self._first_min if self._first else self._min
+            if words >= need:
+                return soft.end()
+        return end.end() if end else None
+
+
+def clean(text: str) -> str:
+    """Drop markup and emoji, squeeze spaces."""
+    return " ".join(_UNSPEAKABLE.sub(" ", text).split())

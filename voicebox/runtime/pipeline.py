@@ -1,0 +1,281 @@
+"""The voice pipeline: device -> VAD -> turn detection -> ASR -> LLM -> TTS -> device."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Protocol
+
+import numpy as np
+
+from voicebox.audio.resample import StreamResampler
+from voicebox.audio.ring import DuplexCore
+from voicebox.config import Config
+from voicebox.engines.protocols import ASR_SAMPLE_RATE_HZ, FloatAudio, VadEngine
+from voicebox.events import (
+    Event,
+    EventLog,
+    Interrupted,
+    PlaybackStarted,
+    ReplyCancelled,
+    ReplyDone,
+    SpeechEnded,
+    SpeechResumed,
+    SpeechStarted,
+    TranscriptPartial,
+    TurnEnded,
+)
+from voicebox.runtime.memory import Conversation
+from voicebox.runtime.reply import Engines, Reply
+from voicebox.runtime.turns import Decision, TurnDetector
+
+_LOGGER = logging.getLogger(__name__)
+
+
+class DuplexDevice(Protocol):
+    """A sound card or the virtual device: runs ``core`` block by block."""
+
+    core: DuplexCore
+    sample_rate_hz: int
+
+    async def run(self, on_block: Callable[[], None], stop: asyncio.Event) -> None: ...
+
+
+class Pipeline:
+    """One conversation on one device, in one asyncio loop."""
+
+    def __init__(
+        self,
+        *,
+        config: Config,
+        device: DuplexDevice,
+        vad: VadEngine,
+        engines: Engines,
+        log: EventLog,
+        stop_when_idle: Callable[[], bool] | None = None,
+    ) -> None:
+        self._cfg = config
+        self._device = device
+        self._core = device.core
+        self._vad = vad
+        self._eng = engines
+        self._log = log
+        self._stop_when_idle = stop_when_idle
+        self._frame = vad.frame_samples
+        self._frame_s = self._frame / ASR_SAMPLE_RATE_HZ
+        self._detector = TurnDetector(config.turn, self._frame_s)
+        self._resampler = StreamResampler(device.sample_rate_hz, ASR_SAMPLE_RATE_HZ)
+        self._pending = np.zeros(0, dtype=np.float32)
+        self._frames: asyncio.Queue[FloatAudio] = asyncio.Queue(maxsize=256)
+        self._frames_seen = 0
+        self._dropped_frames = 0
+        pre = max(1, int(config.turn.pre_roll_ms / 1000 / self._frame_s))
+        self._pre_roll: deque[FloatAudio] = deque(maxlen=pre)
+        self._turn_audio: list[FloatAudio] = []
+        self._turn = -1
+        self._reply: Reply | None = None
+        self._playing_reported = -1
+        self._partial_task: asyncio.Task[None] | None = None
+        self._last_partial_frames = 0
+        self.conversation = Conversation(
+            config.llm.system_prompt, engines.llm.count_tokens,
+            engines.llm.context_tokens, config.llm.max_reply_tokens,
+        )
+        self._stop = asyncio.Event()
+        self._error: BaseException | None = None
+
+    # -- events -----------------------------------------------------------------
+
+    def _emit(self, make: Callable[[float, float], Event]) -> None:
+        self._log.emit(make(time.monotonic(), round(self._core.stream_s, 3)))
+
+    # -- audio side (called once per device block, in the loop) ------------------
+
+    def _on_block(self) -> None:
+        _pos, samples = self._core.input.read_new()
+        if samples.size:
+            block = self._resampler.process(samples)
+            self._pending = np.concatenate([self._pending, block]) if self._pending.size else block
+            while self._pending.shape[0] >= self._frame:
+                frame, self._pending = self._pending[: self._frame], self._pending[self._frame :]
+                try:
+                    self._frames.put_nowait(frame.copy())
+                except asyncio.QueueFull:
+                    self._dropped_frames += 1
+        self._watch_playback()
+        if self._stop_when_idle is not None and self._idle() and self._stop_when_idle():
+            self._stop.set()
+
+    def _idle(self) -> bool:
+        return (
+            not self._detector.in_turn and self._reply is None and self._frames.empty()
+            and self._core.playback.idle
+        )
+
+    def _watch_playback(self) -> None:
+        reply, pb = self._reply, self._core.playback
+        if reply is None or not reply.released:
+            return
+        if pb.playing_turn == reply.turn and pb.first_sample_pos >= 0 and not reply.started_playing:
+            reply.started_playing = True
+            first_s = pb.first_sample_pos / self._core.sample_rate_hz
+            latency = (first_s - self._detector_end_s(reply.turn)) * 1000
+            self._emit(lambda t, s: PlaybackStarted(t, round(first_s, 3), reply.turn,
+                                                    round(latency, 1)))
+        played = pb.played if pb.playing_turn == reply.turn else 0
+        if not reply.generating and played >= reply.pushed_samples and reply.task.done():
+            self._emit(lambda t, s: ReplyDone(t, s, reply.turn, reply.text, reply.tokens))
+            self.conversation.add(reply.user_text, reply.text)
+            self._reply = None
+
+    def _detector_end_s(self, turn: int) -> float:
+        return self._turn_end_s.get(turn, 0.0)
+
+    # -- turn handling -------------------------------------------------------------
+
+    async def _vad_loop(self) -> None:
+        vad_worker = self._eng.vad_worker
+        while True:
+            frame = await self._frames.get()
+            prob = await vad_worker.run(self._vad.probability, frame)
+            self._frames_seen += 1
+            end_s = self._frames_seen * self._frame_s
+            if self._detector.in_turn:
+                self._turn_audio.append(frame)
+            else:
+                self._pre_roll.append(frame)
+            decision = self._detector.update(prob, end_s)
+            if decision is not None:
+                self._decide(decision)
+
+    def _decide(self, decision: Decision) -> None:
+        turn = self._detector.turn
+        if decision is Decision.START:
+            if self._reply is not None:
+                self._barge_in()
+            self._turn += 1
+            n = self._turn
+            self._turn_audio = list(self._pre_roll)
+            self._pre_roll.clear()
+            self._last_partial_frames = 0
+            self._emit(lambda t, s: SpeechStarted(t, round(turn.speech_start_s, 3), n))
+            self._partial_task = asyncio.get_running_loop().create_task(self._partials(n))
+        elif decision is Decision.PAUSE:
+            self._start_reply()
+        elif decision is Decision.RESUME:
+            n = self._turn
+            self._emit(lambda t, s: SpeechResumed(t, s, n))
+            self._drop_reply("user resumed")
+        elif decision is Decision.END:
+            self._end_turn()
+
+    def end_turn_now(self) -> None:
+        """Confirm the current turn early (semantic end-of-turn)."""
+        if self._detector.end_now():
+            self._end_turn()
+
+    def _end_turn(self) -> None:
+        turn, n = self._detector.turn, self._turn
+        self._turn_end_s[n] = turn.speech_end_s
+        self._emit(lambda t, s: SpeechEnded(t, s, n, round(turn.speech_end_s, 3)))
+        self._emit(lambda t, s: TurnEnded(t, s, n, round(turn.speech_end_s, 3),
+                                          round(turn.silence_s * 1000, 1), "silence"))
+        if self._reply is None:
+            self._start_reply()
+        assert self._reply is not None
+        self._reply.release()
+        self._pre_roll.clear()
+        self._turn_audio = []
+
+    def _start_reply(self) -> None:
+        self._drop_reply("superseded")
+        audio = np.concatenate(self._turn_audio) if self._turn_audio else np.zeros(0, np.float32)
+        reply = Reply(
+            turn=self._turn, audio=audio, engines=self._eng, conversation=self.conversation,
+            playback=self._core.playback, device_rate_hz=self._core.sample_rate_hz,
+            max_tokens=self._cfg.llm.max_reply_tokens, emit=self._emit,
+        )
+        reply.task.add_done_callback(self._reply_finished)
+        self._reply = reply
+
+    def _reply_finished(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            self._error = exc
+            self._stop.set()
+
+    def _drop_reply(self, reason: str) -> None:
+        reply = self._reply
+        if reply is None:
+            return
+        reply.cancel()
+        self._reply = None
+        self._emit(lambda t, s: ReplyCancelled(t, s, reply.turn, reason))
+
+    def _barge_in(self) -> None:
+        reply = self._reply
+        assert reply is not None
+        pb = self._core.playback
+        pb.clear()
+        reply.cancel()
+        self._reply = None
+        played = pb.played if pb.playing_turn == reply.turn else 0
+        heard = reply.heard_text(played)
+        self._emit(lambda t, s: Interrupted(t, s, reply.turn, heard))
+        if reply.user_text:
+            self.conversation.add(reply.user_text, heard)
+
+    async def _partials(self, turn: int) -> None:
+        interval = self._cfg.turn.partial_interval_ms / 1000
+        asr, worker = self._eng.asr, self._eng.asr_worker
+        while self._turn == turn and self._detector.in_turn:
+            await asyncio.sleep(interval)
+            if self._turn != turn or not self._detector.in_turn or self._reply is not None:
+                continue
+            if len(self._turn_audio) <= self._last_partial_frames:
+                continue
+            self._last_partial_frames = len(self._turn_audio)
+            audio = np.concatenate(self._turn_audio)
+            t0 = time.monotonic()
+            text = (await worker.run(lambda: asr.transcribe(audio, final=False))).text
+            if self._turn == turn and self._detector.in_turn:
+                ms = round((time.monotonic() - t0) * 1000, 1)
+                self._emit(lambda t, s: TranscriptPartial(t, s, turn, text, ms))
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event | None = None) -> None:
+        """Run until ``stop`` is set (or, in simulation, until the input is done)."""
+        self._turn_end_s: dict[int, float] = {}
+        device_stop = self._stop
+        tasks = [
+            asyncio.create_task(self._device.run(self._on_block, device_stop), name="device"),
+            asyncio.create_task(self._vad_loop(), name="vad"),
+        ]
+        waiters = [asyncio.create_task(device_stop.wait())]
+        if stop is not None:
+            waiters.append(asyncio.create_task(stop.wait()))
+        try:
+            done, _ = await asyncio.wait([*tasks, *waiters], return_when=asyncio.FIRST_COMPLETED)
+            device_stop.set()
+            for task in done:
+                if task in tasks and task.exception() is not None:
+                    raise task.exception()  # type: ignore[misc]
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(tasks[0], timeout=1.0)
+            if self._error is not None:
+                raise self._error
+        finally:
+            if self._reply is not None:
+                self._reply.cancel()
+            if self._partial_task is not None:
+                self._partial_task.cancel()
+            for task in [*tasks, *waiters]:
+                task.cancel()
+            await asyncio.gather(*tasks, *waiters, return_exceptions=True)

@@ -1,0 +1,158 @@
+"""One reply: final transcript, LLM tokens, clauses, speech; held until the turn is confirmed."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from voicebox.audio.resample import resample
+from voicebox.audio.ring import PlaybackBuffer
+from voicebox.engines.protocols import AsrEngine, FloatAudio, LlmEngine, TtsEngine
+from voicebox.events import (
+    Event,
+    LlmFirstToken,
+    ReplyText,
+    TranscriptFinal,
+    TtsFirstAudio,
+)
+from voicebox.runtime.clauses import ClauseSplitter
+from voicebox.runtime.memory import Conversation
+from voicebox.runtime.workers import EngineWorker
+
+
+@dataclass(slots=True)
+class Engines:
+    """The four engines a pipeline runs, each with its own worker thread."""
+
+    vad_worker: EngineWorker
+    asr: AsrEngine
+    asr_worker: EngineWorker
+    llm: LlmEngine
+    llm_worker: EngineWorker
+    tts: TtsEngine
+    tts_worker: EngineWorker
+
+
+class Reply:
+    """Produces the reply to one user turn.
+
+    Audio is kept back while ``released`` is false (the turn is not yet confirmed);
+    ``release`` sends what is ready to the speaker and lets the rest follow.
+    """
+
+    def __init__(
+        self,
+        *,
+        turn: int,
+        audio: FloatAudio,
+        engines: Engines,
+        conversation: Conversation,
+        playback: PlaybackBuffer,
+        device_rate_hz: int,
+        max_tokens: int,
+        emit: Callable[[Callable[[float, float], Event]], None],
+    ) -> None:
+        self.turn = turn
+        self.user_text = ""
+        self.released = False
+        self.generating = True
+        self.pushed_samples = 0
+        self.clauses: list[tuple[str, int]] = []
+        self.tokens = 0
+        self.started_playing = False
+        self._audio = audio
+        self._engines = engines
+        self._conversation = conversation
+        self._playback = playback
+        self._rate = device_rate_hz
+        self._max_tokens = max_tokens
+        self._emit = emit
+        self._held: list[FloatAudio] = []
+        self._cancel = threading.Event()
+        self.task: asyncio.Task[None] = asyncio.get_running_loop().create_task(self._run())
+
+    def release(self) -> None:
+        """The turn is confirmed: play what is ready, and the rest as it comes."""
+        self.released = True
+        for chunk in self._held:
+            self._push(chunk)
+        self._held.clear()
+
+    def cancel(self) -> None:
+        """Stop generation and synthesis (the worker threads stop at their next step)."""
+        self._cancel.set()
+        self.task.cancel()
+
+    @property
+    def text(self) -> str:
+        return " ".join(text for text, _ in self.clauses)
+
+    def heard_text(self, played_samples: int) -> str:
+        """The words the user heard, given how many reply samples reached the speaker."""
+        heard: list[str] = []
+        left = played_samples
+        for text, samples in self.clauses:
+            if left >= samples:
+                heard.append(text)
+                left -= samples
+                continue
+            words = text.split()
+            n = int(len(words) * left / samples) if samples else 0
+            if n:
+                heard.append(" ".join(words[:n]) + "...")
+            break
+        return " ".join(heard)
+
+    async def _run(self) -> None:
+        eng = self._engines
+        t0 = time.monotonic()
+        transcript = await eng.asr_worker.run(self._transcribe)
+        self.user_text = transcript
+        self._emit(lambda t, s: TranscriptFinal(t, s, self.turn, transcript, _ms(t0)))
+        if not transcript:
+            self.generating = False
+            return
+        messages = self._conversation.prompt(transcript)
+        splitter = ClauseSplitter()
+        t1 = time.monotonic()
+        pieces = eng.llm_worker.stream(
+            lambda: eng.llm.stream(messages, max_tokens=self._max_tokens, cancel=self._cancel),
+            self._cancel,
+        )
+        async for piece in pieces:
+            if self.tokens == 0:
+                self._emit(lambda t, s: LlmFirstToken(t, s, self.turn, _ms(t1)))
+            self.tokens += 1
+            for clause in splitter.feed(piece):
+                await self._speak(clause)
+        for clause in splitter.flush():
+            await self._speak(clause)
+        self.generating = False
+
+    def _transcribe(self) -> str:
+        return self._engines.asr.transcribe(self._audio, final=True).text
+
+    async def _speak(self, clause: str) -> None:
+        eng = self._engines
+        self._emit(lambda t, s: ReplyText(t, s, self.turn, clause))
+        t0 = time.monotonic()
+        audio = await eng.tts_worker.run(eng.tts.synthesize, clause)
+        if not self.clauses:
+            self._emit(lambda t, s: TtsFirstAudio(t, s, self.turn, _ms(t0)))
+        audio = resample(audio, eng.tts.sample_rate_hz, self._rate)
+        self.clauses.append((clause, audio.shape[0]))
+        if self.released:
+            self._push(audio)
+        else:
+            self._held.append(audio)
+
+    def _push(self, audio: FloatAudio) -> None:
+        self._playback.push(audio, self.turn)
+        self.pushed_samples += audio.shape[0]
+
+
+def _ms(t0: float) -> float:
+    return round((time.monotonic() - t0) * 1000, 1)

@@ -1,0 +1,69 @@
+"""Run a pipeline on a WAV file (simulate) or on the sound card (listen)."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+
+from voicebox.audio.virtual import VirtualDuplexDevice
+from voicebox.audio.wav import read_wav, write_wav
+from voicebox.config import Config
+from voicebox.engines.protocols import FloatAudio, VadEngine
+from voicebox.events import Event, EventLog
+from voicebox.runtime.pipeline import DuplexDevice, Pipeline
+from voicebox.runtime.reply import Engines
+
+
+@dataclass(frozen=True, slots=True)
+class SimulationResult:
+    """What a simulated conversation produced."""
+
+    events: list[Event]
+    output: FloatAudio
+    sample_rate_hz: int
+
+
+async def simulate(
+    audio: FloatAudio,
+    sample_rate_hz: int,
+    *,
+    config: Config,
+    vad: VadEngine,
+    engines: Engines,
+    log: EventLog,
+    speed: float = 1.0,
+) -> SimulationResult:
+    """Hear ``audio`` through the virtual device in real time; return what was played."""
+    vad.reset()
+    device = VirtualDuplexDevice(
+        audio, sample_rate_hz, block_ms=config.audio.block_ms, speed=speed
+    )
+    pipeline = Pipeline(
+        config=config, device=device, vad=vad, engines=engines, log=log,
+        stop_when_idle=device.input_done.is_set,
+    )
+    await pipeline.run()
+    return SimulationResult(log.events, device.recording(), sample_rate_hz)
+
+
+def simulate_file(
+    inp: Path, out: Path, *, config: Config, vad: VadEngine, engines: Engines, log: EventLog
+) -> SimulationResult:
+    audio, rate = read_wav(inp)
+    result = asyncio.run(simulate(audio, rate, config=config, vad=vad, engines=engines, log=log))
+    write_wav(out, result.output, result.sample_rate_hz)
+    return result
+
+
+async def listen(
+    device: DuplexDevice, *, config: Config, vad: VadEngine, engines: Engines, log: EventLog
+) -> None:
+    """Run on the sound card until SIGINT or SIGTERM."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    pipeline = Pipeline(config=config, device=device, vad=vad, engines=engines, log=log)
+    await pipeline.run(stop)

@@ -1,0 +1,99 @@
+"""Turn detection: VAD probabilities in, start / pause / resume / end decisions out."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from voicebox.config import TurnConfig
+
+
+class Decision(enum.Enum):
+    """What the detector concluded from the latest frame."""
+
+    START = "start"
+    """The user started speaking (a new turn)."""
+    PAUSE = "pause"
+    """Silence long enough to prepare a reply speculatively."""
+    RESUME = "resume"
+    """Speech again after a PAUSE: the prepared reply is stale."""
+    END = "end"
+    """Silence long enough to confirm the end of the turn."""
+
+
+class _State(enum.Enum):
+    IDLE = 0
+    SPEECH = 1
+
+
+@dataclass(slots=True)
+class TurnState:
+    """Where the current turn stands, in stream seconds."""
+
+    speech_start_s: float = 0.0
+    speech_end_s: float = 0.0
+    """End of the last speech frame."""
+    silence_s: float = 0.0
+    """Silence since then."""
+
+
+class TurnDetector:
+    """Hysteresis on frame probabilities, with a speculative pause before the end."""
+
+    def __init__(self, config: TurnConfig, frame_s: float) -> None:
+        self._cfg = config
+        self._frame_s = frame_s
+        self._state = _State.IDLE
+        self._run = 0
+        self._paused = False
+        self.turn = TurnState()
+
+    @property
+    def in_turn(self) -> bool:
+        return self._state is _State.SPEECH
+
+    @property
+    def silence_ms(self) -> float:
+        return self.turn.silence_s * 1000
+
+    def update(self, prob: float, frame_end_s: float) -> Decision | None:
+        """Feed one frame's probability; ``frame_end_s`` is its end in stream time."""
+        cfg = self._cfg
+        if self._state is _State.IDLE:
+            self._run = self._run + 1 if prob >= cfg.start_threshold else 0
+            if self._run * self._frame_s * 1000 >= cfg.min_speech_ms:
+                self._state = _State.SPEECH
+                self._paused = False
+                self.turn = TurnState(
+                    speech_start_s=frame_end_s - self._run * self._frame_s,
+                    speech_end_s=frame_end_s,
+                )
+                self._run = 0
+                return Decision.START
+            return None
+        speaking = prob >= (cfg.start_threshold if self.turn.silence_s > 0 else cfg.end_threshold)
+        if speaking:
+            self.turn.speech_end_s = frame_end_s
+            self.turn.silence_s = 0.0
+            if self._paused:
+                self._paused = False
+                return Decision.RESUME
+            return None
+        self.turn.silence_s = frame_end_s - self.turn.speech_end_s
+        silence_ms = self.turn.silence_s * 1000
+        if silence_ms >= cfg.end_of_turn_ms:
+            self._state = _State.IDLE
+            self._paused = False
+            return Decision.END
+        if not self._paused and silence_ms >= cfg.speculate_after_ms:
+            self._paused = True
+            return Decision.PAUSE
+        return None
+
+    def end_now(self) -> bool:
+        """Confirm the end of the turn early (a semantic end-of-turn decision)."""
+        if self._state is not _State.SPEECH or self.turn.silence_s <= 0:
+            return False
+        self._state = _State.IDLE
+        self._paused = False
+        return True
