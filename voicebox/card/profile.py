@@ -124,7 +124,9 @@ class TimingSpec:
 
     def __post_init__(self) -> None:
         if self.time_to_first_token_ms < 0:
-            raise ValueError(f"time_to_first_token_ms must be >= 0 (got {self.time_to_first_token_ms})")
+            raise ValueError(
+                f"time_to_first_token_ms must be >= 0 (got {self.time_to_first_token_ms})"
+            )
         _positive(self.prefill_tokens_per_s, "prefill_tokens_per_s")
         _positive(self.decode_tokens_per_s, "decode_tokens_per_s")
         _positive(self.reply_ms_max, "reply_ms_max")
@@ -241,7 +243,9 @@ class FirmwareProfile:
 
 def _has_field(obj: object, dotted: str) -> bool:
     for part in dotted.split("."):
-        if not dataclasses.is_dataclass(obj) or part not in {f.name for f in dataclasses.fields(obj)}:
+        if not dataclasses.is_dataclass(obj) or part not in {
+            f.name for f in dataclasses.fields(obj)
+        }:
             return False
         obj = getattr(obj, part)
     return True
@@ -259,7 +263,9 @@ def load_profile(path: Path) -> FirmwareProfile:
     profile = _build(FirmwareProfile, data, str(path), "")
     assert isinstance(profile, FirmwareProfile)
     if profile.name != path.stem:
-        raise ProfileError(f"{path}: name must equal the file name {path.stem!r} (got {profile.name!r})")
+        raise ProfileError(
+            f"{path}: name must equal the file name {path.stem!r} (got {profile.name!r})"
+        )
     return profile
 
 
@@ -316,9 +322,12 @@ def _convert(hint: Any, value: object, file: str, key: str) -> Any:
     if isinstance(hint, types.UnionType):
         raise TypeError(f"unsupported field type {hint}")
     ok = (
-        isinstance(value, bool) if hint is bool
-        else isinstance(value, int) and not isinstance(value, bool) if hint is int
-        else isinstance(value, int | float) and not isinstance(value, bool) if hint is float
+        isinstance(value, bool)
+        if hint is bool
+        else isinstance(value, int) and not isinstance(value, bool)
+        if hint is int
+        else isinstance(value, int | float) and not isinstance(value, bool)
+        if hint is float
         else isinstance(value, hint)
     )
     if not ok:

@@ -1,4 +1,4 @@
-"""The host-card wire protocol: framing, command and reply types, error codes (docs/card-protocol.md)."""
+"""The host-card wire protocol: framing, commands, replies, error codes (docs/card-protocol.md)."""
 
 from __future__ import annotations
 

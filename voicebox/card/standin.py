@@ -66,7 +66,9 @@ def check_stand_in(profile: FirmwareProfile, file_name: str, architecture: str) 
 class LlamaStandIn:
     """A GGUF model on llama.cpp as the card's functional stand-in."""
 
-    def __init__(self, model_path: Path, *, context_tokens: int, threads: int | None = None) -> None:
+    def __init__(
+        self, model_path: Path, *, context_tokens: int, threads: int | None = None
+    ) -> None:
         check_gguf(model_path)
         meta = read_gguf_metadata(model_path, ("general.architecture",))
         self.file_name = model_path.name
@@ -106,8 +108,19 @@ class LlamaStandIn:
             self._engine = None
 
 
-_GGUF_SCALAR = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?",
-                10: "<Q", 11: "<q", 12: "<d"}
+_GGUF_SCALAR = {
+    0: "<B",
+    1: "<b",
+    2: "<H",
+    3: "<h",
+    4: "<I",
+    5: "<i",
+    6: "<f",
+    7: "<?",
+    10: "<Q",
+    11: "<q",
+    12: "<d",
+}
 _GGUF_STRING = 8
 _GGUF_ARRAY = 9
 

@@ -161,7 +161,8 @@ class ModelEntry:
         if self.package is not None:
             return f"pypi:{self.package.module}"
         if self.assemble is not None:
-            return "pypi-parts:" + "+".join(self.assemble.modules)
+            first, *rest = self.assemble.modules
+            return f"pypi-parts:{first}" + (f" +{len(rest)}" if rest else "")
         host = (self.files[0].url or "").split("/")[2]
         return f"url:{host}"
 
@@ -203,7 +204,13 @@ class Catalogue:
         return next(e for e in self.entries if e.default and e.kind is kind)
 
 
+_REQUIRED = ("name", "kind", "format", "description", "main", "file")
+
+
 def _entry(raw: dict[str, Any]) -> ModelEntry:
+    for key in _REQUIRED:
+        if key not in raw:
+            raise KeyError(key)
     files = tuple(ModelFile(**f) for f in raw.pop("file", []))
     package = raw.pop("package", None)
     assemble = raw.pop("assemble", None)

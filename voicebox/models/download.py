@@ -62,7 +62,10 @@ class _Partial:
         self.hasher = hashlib.sha256()
 
     def append(self, chunk: bytes) -> None:
-        self.fh.write(chunk)
+        try:
+            self.fh.write(chunk)
+        except OSError as exc:
+            raise ModelError(f"cannot write {self.path}: {exc.strerror}") from exc
         self.hasher.update(chunk)
         self.size += len(chunk)
 
@@ -219,7 +222,12 @@ def _fetch_with_retries(
             delay = min(backoff_s * 2**attempt, MAX_BACKOFF_S)
             _LOGGER.warning(
                 "download of %s interrupted at byte %d (%s); retry %d/%d in %.1f s",
-                url, state.size, exc, attempt + 1, retries, delay,
+                url,
+                state.size,
+                exc,
+                attempt + 1,
+                retries,
+                delay,
             )
             time.sleep(delay)
 
@@ -290,7 +298,9 @@ def _classify(url: str, reason: object) -> Exception:
     return _TransientError(str(reason) or type(reason).__name__)
 
 
-def _stream(response: http.client.HTTPResponse, state: _Partial, progress: ProgressFn | None) -> None:
+def _stream(
+    response: http.client.HTTPResponse, state: _Partial, progress: ProgressFn | None
+) -> None:
     if response.status == 206:
         match = _CONTENT_RANGE.search(response.headers.get("Content-Range", ""))
         if match is None or int(match.group(1)) != state.size:
@@ -314,7 +324,7 @@ def _stream(response: http.client.HTTPResponse, state: _Partial, progress: Progr
         try:
             chunk = response.read(CHUNK_BYTES)
         except TimeoutError as exc:
-            raise _TransientError(f"server stalled for more than the timeout at byte {state.size}") from exc
+            raise _TransientError(f"server stalled past the timeout at byte {state.size}") from exc
         except (OSError, http.client.HTTPException) as exc:
             raise _TransientError(f"connection lost at byte {state.size}: {exc!r}") from exc
         if not chunk:

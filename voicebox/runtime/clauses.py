@@ -43,11 +43,11 @@ class ClauseSplitter:
 
     def _find_cut(self) -> int | None:
         end = _END.search(self._buf)
-        soft = _SOFT.search(self._buf)
-        if soft and (end is None or soft.start() < end.start()):
-            words = len(self._buf[: soft.start()].split())
-            need = self._first_min if self._first else self._min
-            if words >= need:
+        need = self._first_min if self._first else self._min
+        for soft in _SOFT.finditer(self._buf):
+            if end is not None and soft.start() > end.start():
+                break
+            if len(self._buf[: soft.start()].split()) >= need:
                 return soft.end()
         return end.end() if end else None
 

@@ -8,6 +8,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
+
 from voicebox.audio.resample import resample
 from voicebox.audio.ring import PlaybackBuffer
 from voicebox.engines.protocols import AsrEngine, FloatAudio, LlmEngine, TtsEngine
@@ -143,6 +145,8 @@ class Reply:
         if not self.clauses:
             self._emit(lambda t, s: TtsFirstAudio(t, s, self.turn, _ms(t0)))
         audio = resample(audio, eng.tts.sample_rate_hz, self._rate)
+        if not self.clauses:
+            audio = trim_leading_silence(audio, self._rate)
         self.clauses.append((clause, audio.shape[0]))
         if self.released:
             self._push(audio)
@@ -152,6 +156,20 @@ class Reply:
     def _push(self, audio: FloatAudio) -> None:
         self._playback.push(audio, self.turn)
         self.pushed_samples += audio.shape[0]
+
+
+def trim_leading_silence(audio: FloatAudio, rate_hz: int, floor_dbfs: float = -45.0) -> FloatAudio:
+    """Drop the synthesizer's quiet lead-in (it only adds latency), keeping 5 ms before the onset."""
+    hop = max(1, rate_hz // 400)
+    n = audio.shape[0] // hop * hop
+    if n == 0:
+        return audio
+    rms = np.sqrt((audio[:n].reshape(-1, hop) ** 2).mean(axis=1))
+    loud = np.flatnonzero(rms > 10 ** (floor_dbfs / 20))
+    if loud.size == 0:
+        return audio
+    start = max(0, int(loud[0]) * hop - rate_hz // 200)
+    return audio[start:]
 
 
 def _ms(t0: float) -> float:

@@ -1,0 +1,107 @@
+"""Fake engines implementing the same Protocols as the real ones, for fast unit tests."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+
+from voicebox.engines.protocols import ChatMessage, FloatAudio, Transcript
+from voicebox.runtime.reply import Engines
+from voicebox.runtime.workers import EngineWorker
+
+
+class EnergyVad:
+    """Speech probability from frame energy: loud frames are speech."""
+
+    frame_samples = 512
+
+    def probability(self, frame: FloatAudio) -> float:
+        return 0.95 if float(np.sqrt((frame**2).mean())) > 0.01 else 0.02
+
+    def reset(self) -> None:
+        pass
+
+
+class FixedAsr:
+    """Always hears the same words (or nothing for silence)."""
+
+    def __init__(self, text: str = "turn on the lights") -> None:
+        self.text = text
+        self.calls: list[tuple[int, bool]] = []
+
+    def transcribe(self, audio: FloatAudio, *, final: bool, prompt: str = "") -> Transcript:
+        self.calls.append((audio.shape[0], final))
+        loud = audio.size and float(np.abs(audio).max()) > 0.01
+        return Transcript(self.text if loud else "", audio.shape[0] / 16_000)
+
+
+class ScriptedLlm:
+    """Streams a canned reply word by word, one word per ``token_s``, honouring cancel."""
+
+    def __init__(self, reply: str = "Sure, the lights are on now. Anything else?",
+                 token_s: float = 0.005) -> None:
+        self.reply = reply
+        self.token_s = token_s
+        self.prompts: list[list[ChatMessage]] = []
+        self.cancelled = 0
+
+    @property
+    def context_tokens(self) -> int:
+        return 512
+
+    def count_tokens(self, messages: Sequence[ChatMessage]) -> int:
+        return sum(len(m.content.split()) + 4 for m in messages)
+
+    def stream(
+        self, messages: Sequence[ChatMessage], *, max_tokens: int, cancel: threading.Event
+    ) -> Iterator[str]:
+        self.prompts.append(list(messages))
+        for i, word in enumerate(self.reply.split()[:max_tokens]):
+            if cancel.is_set():
+                self.cancelled += 1
+                return
+            time.sleep(self.token_s)
+            yield word if i == 0 else " " + word
+
+    def close(self) -> None:
+        pass
+
+
+class ToneTts:
+    """A 440 Hz tone, ``seconds_per_word`` long per word."""
+
+    def __init__(self, seconds_per_word: float = 0.25) -> None:
+        self.seconds_per_word = seconds_per_word
+        self.spoken: list[str] = []
+
+    @property
+    def sample_rate_hz(self) -> int:
+        return 16_000
+
+    def synthesize(self, text: str) -> FloatAudio:
+        self.spoken.append(text)
+        n = int(len(text.split()) * self.seconds_per_word * 16_000)
+        return (0.3 * np.sin(2 * np.pi * 440 * np.arange(n) / 16_000)).astype(np.float32)
+
+
+def fake_engines(asr: FixedAsr | None = None, llm: ScriptedLlm | None = None,
+                 tts: ToneTts | None = None) -> Engines:
+    return Engines(
+        vad_worker=EngineWorker("vad"),
+        asr=asr or FixedAsr(), asr_worker=EngineWorker("asr"),
+        llm=llm or ScriptedLlm(), llm_worker=EngineWorker("llm"),
+        tts=tts or ToneTts(), tts_worker=EngineWorker("tts"),
+    )
+
+
+def speechlike(seconds: float, rate: int = 16_000) -> FloatAudio:
+    """Loud noise standing in for speech (the EnergyVad hears it as speech)."""
+    rng = np.random.default_rng(0)
+    return (0.2 * rng.standard_normal(int(seconds * rate))).astype(np.float32)
+
+
+def silence(seconds: float, rate: int = 16_000) -> FloatAudio:
+    return np.zeros(int(seconds * rate), np.float32)

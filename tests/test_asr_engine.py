@@ -1,0 +1,176 @@
+"""WhisperAsrEngine on the real tiny.en model and real recorded speech."""
+
+from __future__ import annotations
+
+import os
+import re
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from voicebox.engines.protocols import AsrEngine, FloatAudio
+from voicebox.errors import ModelError
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+DATA = Path("/usr/share/pocketsphinx/test/data")
+LIBRIVOX = "sense_and_sensibility_01_austen_64kb-"
+REFERENCES = {
+    f"librivox/{LIBRIVOX}0870": "and mister john dashwood had then leisure to consider how much "
+    "there might be prudently in his power to do for them",
+    f"librivox/{LIBRIVOX}0930": "he might even have been made amiable himself",
+    "cards/001": "ten of clubs",
+    "cards/003": "seven of clubs",
+    "cards/004": "five five",
+    "cards/005": "eight of spades four of clubs seven of hearts",
+}
+_DIGITS = "zero one two three four five six seven eight nine ten".split()
+
+pytestmark = pytest.mark.skipif(
+    not (DATA / "cards" / "001.wav").is_file(), reason="apt package pocketsphinx-testdata missing"
+)
+
+
+def read_clip(name: str) -> FloatAudio:
+    with wave.open(str(DATA / f"{name}.wav")) as wav:
+        pcm = np.frombuffer(wav.readframes(wav.getnframes()), dtype=np.int16)
+    return (pcm.astype(np.float32) / 32768.0).astype(np.float32)
+
+
+def words(text: str) -> list[str]:
+    """Lowercase words, digits spelled out, ``mr`` as ``mister``."""
+    out = []
+    for word in re.findall(r"[a-z0-9']+", text.lower().replace("-", " ")):
+        if word.isdigit() and int(word) <= 10:
+            word = _DIGITS[int(word)]
+        out.append("mister" if word == "mr" else word)
+    return out
+
+
+def word_errors(ref: list[str], hyp: list[str]) -> int:
+    row = list(range(len(hyp) + 1))
+    for i, r in enumerate(ref, 1):
+        prev, row[0] = row[0], i
+        for j, h in enumerate(hyp, 1):
+            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (r != h))
+    return row[-1]
+
+
+def max_run(items: list[str]) -> int:
+    """Longest run of one word repeated back to back."""
+    best = run = 1 if items else 0
+    for a, b in zip(items, items[1:], strict=False):
+        run = run + 1 if a == b else 1
+        best = max(best, run)
+    return best
+
+
+@pytest.fixture(scope="module")
+def engine() -> AsrEngine:
+    from voicebox.engines.whisper_asr import WhisperAsrEngine
+    from voicebox.models.locate import packaged_path
+
+    try:
+        model_dir = packaged_path("asr")
+    except ModelError as exc:
+        pytest.skip(str(exc))
+    return WhisperAsrEngine(model_dir, threads=1)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("final", [True, False], ids=["final", "partial"])
+def test_transcripts_match_references(engine: AsrEngine, final: bool) -> None:
+    errors = total = 0
+    for name, reference in REFERENCES.items():
+        result = engine.transcribe(read_clip(name), final=final)
+        ref = reference.split()
+        errors += word_errors(ref, words(result.text))
+        total += len(ref)
+        assert result.audio_s == pytest.approx(len(read_clip(name)) / 16_000)
+    # tiny.en scores ~0.05-0.09 here; the bound only catches a broken engine.
+    assert errors / total < 0.25
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("final", [True, False], ids=["final", "partial"])
+def test_short_clips_do_not_loop(engine: AsrEngine, final: bool) -> None:
+    for number in ("001", "002", "003", "004"):
+        audio = read_clip(f"cards/{number}")
+        hyp = words(engine.transcribe(audio, final=final).text)
+        assert 1 <= len(hyp) <= 6, hyp
+        assert max_run(hyp) <= 2, hyp
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("final", [True, False], ids=["final", "partial"])
+def test_degenerate_input_gives_little_or_no_text(engine: AsrEngine, final: bool) -> None:
+    rng = np.random.default_rng(7)
+    cases: dict[str, FloatAudio] = {
+        "empty": np.zeros(0, dtype=np.float32),
+        "silence": np.zeros(32_000, dtype=np.float32),
+        "click": np.array([0.5], dtype=np.float32),
+        "noise_0.3s": (0.1 * rng.standard_normal(4_800)).astype(np.float32),
+        "loud_noise_2s": np.clip(rng.standard_normal(32_000), -1, 1).astype(np.float32),
+        "hum": (0.3 * np.sin(np.arange(16_000) * 2 * np.pi * 120 / 16_000)).astype(np.float32),
+    }
+    for name, audio in cases.items():
+        result = engine.transcribe(audio, final=final)
+        hyp = words(result.text)
+        assert len(hyp) <= 3, (name, result.text)
+        assert max_run(hyp) <= 2, (name, result.text)
+    assert engine.transcribe(cases["silence"], final=final).text == ""
+    assert engine.transcribe(cases["empty"], final=final).audio_s == 0.0
+
+
+@pytest.mark.slow
+def test_prompt_continues_without_repeating_it(engine: AsrEngine) -> None:
+    audio = read_clip(f"librivox/{LIBRIVOX}0870")
+    half = len(audio) // 2
+    first = engine.transcribe(audio[:half], final=False).text
+    assert "dashwood" in first.lower()
+    second = engine.transcribe(audio[half:], final=True, prompt=first).text
+    tail = "how much there might be prudently in his power to do for them".split()
+    assert word_errors(tail, words(second)) <= 3, second
+    assert "dashwood" not in second.lower()
+
+
+@pytest.mark.slow
+def test_very_long_prompt_is_truncated_not_fatal(engine: AsrEngine) -> None:
+    prompt = " ".join(["the queen of hearts and the knave of clubs"] * 200)
+    result = engine.transcribe(read_clip("cards/003"), final=True, prompt=prompt)
+    assert "seven" in words(result.text)
+
+
+@pytest.mark.slow
+def test_audio_longer_than_whisper_window(engine: AsrEngine) -> None:
+    names = [f"librivox/{LIBRIVOX}{n}" for n in ("0870", "0880", "0890", "0920", "0930")]
+    names += [f"cards/00{n}" for n in range(1, 6)]
+    gap = np.zeros(4_000, dtype=np.float32)
+    audio = np.concatenate([part for name in names for part in (read_clip(name), gap)])
+    assert len(audio) > 30 * 16_000
+    result = engine.transcribe(audio, final=True)
+    hyp = words(result.text)
+    assert "dashwood" in hyp and "spades" in hyp
+    assert 60 <= len(hyp) <= 110
+
+
+def test_missing_model_is_a_model_error(tmp_path: Path) -> None:
+    from voicebox.engines.whisper_asr import WhisperAsrEngine
+
+    with pytest.raises(ModelError, match="model.bin"):
+        WhisperAsrEngine(tmp_path)
+
+
+def test_trim_loop_keeps_the_first_occurrence() -> None:
+    from voicebox.engines.whisper_asr import _has_loop, _trim_loop
+
+    assert _trim_loop("10 of clubs. 10 of clubs. 10 of") == "10 of clubs"
+    assert _trim_loop("5 5 5 5 5 5") == "5"
+    assert _trim_loop("He was not an ill-disposed young man.") == (
+        "He was not an ill-disposed young man."
+    )
+    assert _has_loop("four queen of clubs four queen of clubs".split())
+    assert not _has_loop("five five".split())
+    assert not _has_loop("he was not an ill disposed young man".split())

@@ -1,0 +1,94 @@
+"""The whole pipeline on the real models, fed real recorded speech in real time."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+
+import numpy as np
+import pytest
+
+from voicebox.bench import scenarios
+from voicebox.config import Config
+from voicebox.events import (
+    Event,
+    EventLog,
+    Interrupted,
+    PlaybackStarted,
+    ReplyDone,
+    SpeechStarted,
+    TranscriptFinal,
+    TurnEnded,
+)
+from voicebox.runtime.session import SimulationResult, simulate
+
+pytestmark = pytest.mark.slow
+
+
+def _simulate(scenario: scenarios.Scenario, real_engines: tuple[object, object]) -> SimulationResult:
+    vad, engines = real_engines
+
+    async def go() -> SimulationResult:
+        return await asyncio.wait_for(
+            simulate(scenario.audio, scenario.rate_hz, config=Config(), vad=vad,  # type: ignore[arg-type]
+                     engines=engines, log=EventLog()),  # type: ignore[arg-type]
+            timeout=120,
+        )
+
+    return asyncio.run(go())
+
+
+def _words(text: str) -> list[str]:
+    return re.sub(r"[^a-z ]", " ", text.lower().replace("-", " ")).split()
+
+
+def _first(events: list[Event], kind: type) -> Event:
+    return next(e for e in events if isinstance(e, kind))
+
+
+def test_recorded_utterance_gets_a_spoken_reply(real_engines: tuple[object, object]) -> None:
+    scenario = scenarios.sample_utterance()
+    result = _simulate(scenario, real_engines)
+    ev = result.events
+    final = _first(ev, TranscriptFinal)
+    heard = _words(final.text)  # type: ignore[attr-defined]
+    reference = _words(scenario.texts[0])
+    assert len(set(heard) & set(reference)) >= len(reference) // 2, final
+    names = [type(e).__name__ for e in ev]
+    for a, b in [("SpeechStarted", "TranscriptFinal"), ("TranscriptFinal", "LlmFirstToken"),
+                 ("LlmFirstToken", "TtsFirstAudio"), ("TurnEnded", "PlaybackStarted"),
+                 ("PlaybackStarted", "ReplyDone")]:
+        assert names.index(a) < names.index(b), names
+    done = _first(ev, ReplyDone)
+    assert done.text.strip()  # type: ignore[attr-defined]
+    start = _first(ev, PlaybackStarted)
+    end = scenario.turns[0]["speech_end_s"]
+    out = result.output
+    assert out.shape[0] >= scenario.audio.shape[0]
+    # Silent while the user speaks; speech after the turn ends, where the event says.
+    assert np.abs(out[: int(end * 16000)]).max() == 0.0
+    assert start.stream_s > end  # type: ignore[attr-defined]
+    after = out[int(start.stream_s * 16000):]  # type: ignore[attr-defined]
+    assert np.sqrt((after[:16000] ** 2).mean()) > 0.01
+    ended = _first(ev, TurnEnded)
+    assert abs(ended.speech_end_s - end) < 0.3  # type: ignore[attr-defined]
+
+
+def test_barge_in_stops_the_reply(real_engines: tuple[object, object]) -> None:
+    scenario = scenarios.barge_in()
+    result = _simulate(scenario, real_engines)
+    ev = result.events
+    inter = _first(ev, Interrupted)
+    barge = scenario.barge[0]
+    assert barge - 0.1 <= inter.stream_s < barge + 1.0  # type: ignore[attr-defined]
+    heard = inter.heard_text  # type: ignore[attr-defined]
+    starts = [e for e in ev if isinstance(e, SpeechStarted)]
+    assert len(starts) == 2
+    # From just after the interruption until the user's second turn ends: silence.
+    second_end = scenario.turns[1]["speech_end_s"]
+    quiet = result.output[int((inter.stream_s + 0.03) * 16000): int(second_end * 16000)]  # type: ignore[attr-defined]
+    assert np.abs(quiet).max() == 0.0
+    # The second turn is answered too.
+    plays = [e for e in ev if isinstance(e, PlaybackStarted)]
+    assert [p.turn for p in plays] == [0, 1]
+    assert isinstance(heard, str)

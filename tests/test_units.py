@@ -1,0 +1,131 @@
+"""Unit tests of the small runtime parts: turn detector, clauses, memory, buffers, config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from voicebox.audio.ring import InputRing, PlaybackBuffer
+from voicebox.config import ConfigError, TurnConfig, load_config
+from voicebox.engines.protocols import ChatMessage
+from voicebox.runtime.clauses import ClauseSplitter
+from voicebox.runtime.memory import Conversation
+from voicebox.runtime.turns import Decision, TurnDetector
+
+FRAME_S = 0.032
+
+
+def _feed(det: TurnDetector, probs: list[float], t0: int = 0) -> list[tuple[int, Decision]]:
+    out = []
+    for i, p in enumerate(probs):
+        d = det.update(p, (t0 + i + 1) * FRAME_S)
+        if d is not None:
+            out.append((t0 + i, d))
+    return out
+
+
+def test_turn_start_pause_resume_end() -> None:
+    cfg = TurnConfig(min_speech_ms=64, speculate_after_ms=96, end_of_turn_ms=480)
+    det = TurnDetector(cfg, FRAME_S)
+    probs = [0.1] * 3 + [0.9] * 10 + [0.1] * 4 + [0.9] * 5 + [0.1] * 20
+    got = [d for _, d in _feed(det, probs)]
+    assert got == [Decision.START, Decision.PAUSE, Decision.RESUME, Decision.PAUSE, Decision.END]
+    assert det.turn.speech_end_s == pytest.approx((3 + 10 + 4 + 5) * FRAME_S)
+    assert not det.in_turn
+
+
+def test_short_blip_is_not_speech() -> None:
+    det = TurnDetector(TurnConfig(min_speech_ms=96), FRAME_S)
+    assert _feed(det, [0.9, 0.9, 0.1, 0.9, 0.1] * 3) == []
+
+
+def test_hysteresis_keeps_speech_between_thresholds() -> None:
+    det = TurnDetector(TurnConfig(start_threshold=0.5, end_threshold=0.3), FRAME_S)
+    got = [d for _, d in _feed(det, [0.9] * 5 + [0.4] * 30)]
+    assert got == [Decision.START]
+
+
+def test_end_now_confirms_only_during_silence() -> None:
+    det = TurnDetector(TurnConfig(), FRAME_S)
+    _feed(det, [0.9] * 5)
+    assert not det.end_now()
+    _feed(det, [0.1] * 2, t0=5)
+    assert det.end_now()
+    assert not det.in_turn
+
+
+def test_clauses_sentence_and_first_comma() -> None:
+    sp = ClauseSplitter(first_min_words=2, min_words=6)
+    out: list[str] = []
+    for piece in ["Sure", ",", " the", " lights", " are", " on", ". Anything", " else", "?"]:
+        out += sp.feed(piece)
+    out += sp.flush()
+    assert out == ["Sure, the lights are on.", "Anything else?"]
+    sp = ClauseSplitter(first_min_words=2)
+    assert sp.feed("Well, yes, I can do that, of course. ") == ["Well, yes,", "I can do that, of course."]
+
+
+def test_clauses_drop_markup() -> None:
+    sp = ClauseSplitter()
+    assert sp.feed("**Bold** move 😀. ") == ["Bold move ."]
+    assert sp.flush() == []
+
+
+def test_conversation_trims_oldest_and_keeps_system() -> None:
+    count = lambda ms: sum(len(m.content.split()) for m in ms)  # noqa: E731
+    conv = Conversation("be brief", count, context_tokens=30, reply_tokens=10)
+    for i in range(5):
+        conv.add(f"question {i} " + "word " * 3, f"answer {i}")
+    msgs = conv.prompt("new question")
+    assert msgs[0] == ChatMessage("system", "be brief")
+    assert msgs[-1] == ChatMessage("user", "new question")
+    assert count(msgs) <= 20
+    assert msgs[1].role == "user"
+    assert "answer 4" in [m.content for m in msgs]
+
+
+def test_conversation_cuts_an_overlong_utterance() -> None:
+    count = lambda ms: sum(len(m.content.split()) for m in ms)  # noqa: E731
+    conv = Conversation("sys", count, context_tokens=20, reply_tokens=5)
+    msgs = conv.prompt(" ".join(f"w{i}" for i in range(100)))
+    assert count(msgs) <= 15
+    assert msgs[-1].content.endswith("w99")
+
+
+def test_input_ring_wraps_and_counts_overruns() -> None:
+    ring = InputRing(10)
+    ring.write(np.arange(6, dtype=np.float32))
+    pos, got = ring.read_new()
+    assert pos == 0 and got.tolist() == list(range(6))
+    ring.write(np.arange(6, 20, dtype=np.float32))
+    pos, got = ring.read_new()
+    assert ring.overruns == 4 and pos == 10 and got.tolist() == list(range(10, 20))
+
+
+def test_playback_buffer_positions_and_clear() -> None:
+    pb = PlaybackBuffer()
+    pb.push(np.ones(15, np.float32), turn=3)
+    out = np.full(10, 9.0, np.float32)
+    pb.fill(out, stream_pos=100)
+    assert out.tolist() == [1.0] * 10 and pb.first_sample_pos == 100 and pb.played == 10
+    pb.fill(out, stream_pos=110)
+    assert out.tolist() == [1.0] * 5 + [0.0] * 5 and pb.idle and pb.played == 15
+    pb.push(np.ones(50, np.float32), turn=4)
+    pb.clear()
+    pb.fill(out, stream_pos=120)
+    assert out.tolist() == [0.0] * 10 and pb.idle
+
+
+def test_config_validation_names_the_field(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="speculate_after_ms"):
+        TurnConfig(speculate_after_ms=900, end_of_turn_ms=500)
+    bad = tmp_path / "c.toml"
+    bad.write_text("[turn]\nbogus = 1\n")
+    with pytest.raises(ConfigError, match="bogus"):
+        load_config(bad)
+    good = tmp_path / "g.toml"
+    good.write_text('[turn]\nend_of_turn_ms = 700\n[llm]\nmax_reply_tokens = 20\n')
+    cfg = load_config(good, llm__max_reply_tokens=30)
+    assert cfg.turn.end_of_turn_ms == 700 and cfg.llm.max_reply_tokens == 30

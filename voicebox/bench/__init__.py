@@ -1,0 +1,1 @@
+"""The latency bench: scenarios of real recorded speech, scored from simulate output."""

@@ -1,0 +1,177 @@
+"""Build scenario WAVs with turn labels (the format ../shared/bench/v2v.py reads)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from voicebox.audio.wav import read_wav, write_wav
+from voicebox.engines.protocols import FloatAudio
+from voicebox.errors import VoiceboxError
+
+TESTDATA = Path("/usr/share/pocketsphinx/test/data")
+LOUD_DBFS = -40.0
+"""A 10 ms frame louder than this is speech (the same rule the judge applies to replies)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Clip:
+    """A recorded utterance with its reference transcript."""
+
+    name: str
+    path: Path
+    text: str
+
+
+@dataclass(slots=True)
+class Scenario:
+    """One input WAV and its labels."""
+
+    name: str
+    audio: FloatAudio
+    rate_hz: int
+    turns: list[dict[str, float]] = field(default_factory=list)
+    barge: list[float] = field(default_factory=list)
+    texts: list[str] = field(default_factory=list)
+    pauses: list[tuple[float, float]] = field(default_factory=list)
+    """Mid-sentence pauses (start, end) in stream seconds: a reply there is a cut-off."""
+
+    def write(self, folder: Path) -> Path:
+        folder.mkdir(parents=True, exist_ok=True)
+        wav = folder / f"{self.name}.wav"
+        write_wav(wav, self.audio, self.rate_hz)
+        labels = {"turns": self.turns, "barge": self.barge, "texts": self.texts,
+                  "pauses": self.pauses}
+        (folder / f"{self.name}.json").write_text(json.dumps(labels, indent=1))
+        return wav
+
+
+def clips() -> list[Clip]:
+    """The LibriVox and cards clips of Debian's pocketsphinx-testdata."""
+    if not TESTDATA.is_dir():
+        raise VoiceboxError(f"{TESTDATA} missing: apt-get install pocketsphinx-testdata")
+    out: list[Clip] = []
+    for folder, listing in (("librivox", "transcription"), ("cards", "cards.transcription")):
+        for line in (TESTDATA / folder / listing).read_text().splitlines():
+            if "(" not in line:
+                continue
+            text, _, ident = line.rpartition("(")
+            text = text.replace("<s>", "").replace("</s>", "").strip()
+            ident = ident.strip(") \n")
+            out.append(Clip(ident, TESTDATA / folder / f"{ident}.wav", text))
+    return out
+
+
+def speech_bounds(audio: FloatAudio, rate_hz: int) -> tuple[float, float]:
+    """First and last loud 10 ms frame, in seconds."""
+    hop = rate_hz // 100
+    frames = audio[: audio.shape[0] // hop * hop].reshape(-1, hop)
+    loud = np.flatnonzero(np.sqrt((frames**2).mean(axis=1)) > 10 ** (LOUD_DBFS / 20))
+    if loud.size == 0:
+        return 0.0, 0.0
+    return float(loud[0]) / 100, float(loud[-1] + 1) / 100
+
+
+class _Builder:
+    def __init__(self, name: str, rate_hz: int = 16_000) -> None:
+        self.s = Scenario(name, np.zeros(0, np.float32), rate_hz)
+        self._parts: list[FloatAudio] = []
+        self._len = 0
+
+    def silence(self, seconds: float) -> _Builder:
+        return self._add(np.zeros(int(seconds * self.s.rate_hz), np.float32))
+
+    def speech(self, clip: Clip, *, pause_at_s: float | None = None,
+               pause_s: float = 0.0) -> _Builder:
+        audio, rate = read_wav(clip.path)
+        if rate != self.s.rate_hz:
+            raise VoiceboxError(f"{clip.path}: expected {self.s.rate_hz} Hz")
+        start, end = speech_bounds(audio, rate)
+        t0 = self._len / rate
+        if pause_at_s is not None:
+            cut = _quietest_gap(audio, rate, pause_at_s)
+            audio = np.concatenate([audio[:cut], np.zeros(int(pause_s * rate), np.float32),
+                                    audio[cut:]])
+            self.s.pauses.append((round(t0 + cut / rate, 3), round(t0 + cut / rate + pause_s, 3)))
+            end += pause_s
+        self.s.turns.append({"speech_start_s": round(t0 + start, 3),
+                             "speech_end_s": round(t0 + end, 3)})
+        self.s.texts.append(clip.text)
+        return self._add(audio)
+
+    def barge_at(self, seconds_after_last_end: float) -> float:
+        at = self.s.turns[-1]["speech_end_s"] + seconds_after_last_end
+        gap = at - self._len / self.s.rate_hz
+        if gap > 0:
+            self.silence(gap)
+        return at
+
+    def _add(self, audio: FloatAudio) -> _Builder:
+        self._parts.append(audio)
+        self._len += audio.shape[0]
+        return self
+
+    def done(self) -> Scenario:
+        self.s.audio = np.concatenate(self._parts)
+        return self.s
+
+
+def _quietest_gap(audio: FloatAudio, rate: int, near_s: float) -> int:
+    """Sample index of the quietest 30 ms within 0.5 s of ``near_s`` (a word gap)."""
+    hop = rate // 100
+    frames = audio[: audio.shape[0] // hop * hop].reshape(-1, hop)
+    energy = np.convolve((frames**2).mean(axis=1), np.ones(3), mode="same")
+    centre = int(near_s * 100)
+    lo, hi = max(1, centre - 50), min(len(energy) - 1, centre + 50)
+    return int((lo + int(np.argmin(energy[lo:hi]))) * hop + hop // 2)
+
+
+def by_name() -> dict[str, Clip]:
+    return {c.name: c for c in clips()}
+
+
+def single_turns(tail_s: float = 4.0) -> list[Scenario]:
+    """Every clip alone: 0.5 s of silence, the utterance, time for the reply."""
+    return [_Builder(f"single_{c.name[-4:]}").silence(0.5).speech(c).silence(tail_s).done()
+            for c in clips()]
+
+
+def barge_in() -> Scenario:
+    """A question, then the user talks over the reply 1.2 s after it should have started."""
+    c = by_name()
+    b = _Builder("barge_two_turns").silence(0.5).speech(c["sense_and_sensibility_01_austen_64kb-0880"])
+    at = b.barge_at(2.0)
+    b.s.barge.append(round(at + speech_bounds(*read_wav(c["003"].path))[0], 3))
+    return b.speech(c["003"]).silence(4.0).done()
+
+
+def sample_utterance() -> Scenario:
+    c = by_name()
+    return _Builder("sample").silence(0.5).speech(c["sense_and_sensibility_01_austen_64kb-0880"]).silence(4.0).done()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--sample", type=Path, help="write the sample utterance WAV here")
+    ap.add_argument("--out", type=Path, help="write the scenario set (WAV + JSON) here")
+    args = ap.parse_args(argv)
+    try:
+        if args.sample:
+            args.sample.parent.mkdir(parents=True, exist_ok=True)
+            s = sample_utterance()
+            write_wav(args.sample, s.audio, s.rate_hz)
+        if args.out:
+            for s in [*single_turns(), barge_in()]:
+                s.write(args.out)
+    except VoiceboxError as exc:
+        print(f"voicebox: {exc}")
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

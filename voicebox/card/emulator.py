@@ -1,0 +1,407 @@
+"""The emulated card: serves the host-card protocol on a UNIX socket, paced to the profile."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import queue
+import random
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from voicebox.card.faults import PERSISTENT, Fault, FaultKind
+from voicebox.card.firmware import EmulatedFirmware, FirmwareError
+from voicebox.card.profile import FirmwareProfile
+from voicebox.card.protocol import (
+    MAGIC,
+    NO_SESSION,
+    VERSION,
+    Command,
+    ErrorCode,
+    Frame,
+    FrameDecoder,
+    Reply,
+    encode,
+)
+from voicebox.card.standin import StandInModel
+from voicebox.card.timing import CardTiming
+from voicebox.engines.protocols import ChatMessage
+
+_LOGGER = logging.getLogger(__name__)
+
+
+class _Connection:
+    """One host connection: a reader thread feeding an inbox, writes under a lock."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.inbox: queue.Queue[Frame | None] = queue.Queue()
+        self._write_lock = threading.Lock()
+        self.reader = threading.Thread(target=self._read, name="card-emu-read", daemon=True)
+
+    def _read(self) -> None:
+        decoder = FrameDecoder()
+        try:
+            while True:
+                data = self.sock.recv(65536)
+                if not data:
+                    break
+                decoder.feed(data)
+                while (frame := decoder.next_frame()) is not None:
+                    self.inbox.put(frame)
+        except OSError:
+            pass
+        self.inbox.put(None)
+
+    def send(self, data: bytes) -> None:
+        with self._write_lock, contextlib.suppress(OSError):
+            self.sock.sendall(data)
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+        self.sock.close()
+
+
+class CardEmulator:
+    """A card that behaves as the profile says, with text from a functional stand-in.
+
+    Tokens are paced to the profile's timing model when the stand-in is faster; when
+    the host is slower each reply reports the emulation lag instead of hiding it.
+    """
+
+    def __init__(
+        self,
+        profile: FirmwareProfile,
+        stand_in: StandInModel,
+        socket_path: Path,
+        *,
+        pace: bool = True,
+        seed: int = 1,
+    ) -> None:
+        self.firmware = EmulatedFirmware(profile, stand_in)
+        self.profile = profile
+        self.socket_path = socket_path
+        self.pace = pace
+        self._rng = random.Random(seed)
+        self._faults: dict[FaultKind, Fault] = {}
+        self._faults_lock = threading.Lock()
+        self._hung = False
+        self._dead = False
+        self._listener: socket.socket | None = None
+        self._connections: list[_Connection] = []
+        self._threads: list[threading.Thread] = []
+        self._stopping = threading.Event()
+        self._started = time.monotonic()
+        self.counters: dict[str, float] = {
+            "resets": 0,
+            "tokens_total": 0,
+            "card_ms_total": 0.0,
+            "energy_mj_total": 0.0,
+        }
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def start(self) -> CardEmulator:
+        """Listen on the socket and serve connections from background threads."""
+        with contextlib.suppress(FileNotFoundError):
+            self.socket_path.unlink()
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(str(self.socket_path))
+        listener.listen(8)
+        listener.settimeout(0.2)
+        self._listener = listener
+        thread = threading.Thread(target=self._accept, name="card-emu-accept", daemon=True)
+        thread.start()
+        self._threads.append(thread)
+        _LOGGER.info("emulated card %s on %s", self.profile.name, self.socket_path)
+        return self
+
+    def stop(self) -> None:
+        """Close every connection and the socket; the stand-in model stays loaded."""
+        self._stopping.set()
+        if self._listener is not None:
+            self._listener.close()
+        for conn in list(self._connections):
+            conn.close()
+        for thread in self._threads:
+            thread.join(timeout=5.0)
+        with contextlib.suppress(FileNotFoundError):
+            self.socket_path.unlink()
+
+    def __enter__(self) -> CardEmulator:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- faults ----------------------------------------------------------------------
+
+    def inject(self, fault: Fault) -> None:
+        """Arm ``fault`` (one-shot stream faults fire in the next reply that gets that far)."""
+        with self._faults_lock:
+            self._faults[fault.kind] = fault
+
+    def clear_faults(self) -> None:
+        with self._faults_lock:
+            self._faults.clear()
+        self._hung = self._dead = False
+
+    def _armed(self, kind: FaultKind, token: int | None = None) -> bool:
+        """True if ``kind`` is armed (and due at ``token``); consumes one-shot faults."""
+        with self._faults_lock:
+            fault = self._faults.get(kind)
+            if fault is None or (token is not None and token != fault.at_token):
+                return False
+            if kind not in PERSISTENT:
+                del self._faults[kind]
+            return True
+
+    @property
+    def throttled(self) -> bool:
+        with self._faults_lock:
+            return FaultKind.THROTTLE in self._faults
+
+    # -- serving ---------------------------------------------------------------------
+
+    def _accept(self) -> None:
+        assert self._listener is not None
+        while not self._stopping.is_set():
+            try:
+                sock, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                break
+            conn = _Connection(sock)
+            self._connections.append(conn)
+            conn.reader.start()
+            worker = threading.Thread(
+                target=self._serve, args=(conn,), name="card-emu", daemon=True
+            )
+            worker.start()
+            self._threads.append(worker)
+
+    def _serve(self, conn: _Connection) -> None:
+        deferred: list[Frame | None] = []
+        while not self._stopping.is_set():
+            frame = deferred.pop(0) if deferred else conn.inbox.get()
+            if frame is None:
+                break
+            if self._dead or (self._hung and frame.type != Command.RESET):
+                continue
+            try:
+                self._handle(conn, frame, deferred)
+            except FirmwareError as exc:
+                self._error(conn, frame, exc.code, str(exc))
+            except (KeyError, TypeError, ValueError) as exc:
+                self._error(conn, frame, ErrorCode.BAD_REQUEST, f"malformed request: {exc!r}")
+            except Exception as exc:  # the card answers; it never dies on a bad request
+                _LOGGER.exception("emulated card failed on %s", frame)
+                self._error(conn, frame, ErrorCode.INTERNAL, repr(exc))
+        conn.close()
+        with contextlib.suppress(ValueError):
+            self._connections.remove(conn)
+
+    def _reply(self, conn: _Connection, frame: Frame, type_: Reply, body: dict[str, Any]) -> None:
+        conn.send(encode(type_, frame.session, frame.seq, body))
+
+    def _error(self, conn: _Connection, frame: Frame, code: ErrorCode, message: str) -> None:
+        body = {"code": int(code), "name": code.name, "message": message}
+        conn.send(encode(Reply.ERROR, frame.session, frame.seq, body))
+
+    def _handle(self, conn: _Connection, frame: Frame, deferred: list[Frame | None]) -> None:
+        fw, body, sid = self.firmware, frame.body, frame.session
+        match frame.type:
+            case Command.IDENTIFY:
+                self._reply(conn, frame, Reply.IDENTITY, {**fw.identity(), "protocol": VERSION})
+            case Command.OPEN:
+                if self._armed(FaultKind.EXHAUST):
+                    limit = self.profile.sessions.max_sessions
+                    raise FirmwareError(
+                        ErrorCode.SESSIONS_EXHAUSTED, f"all {limit} sessions are in use"
+                    )
+                new = fw.open()
+                conn.send(encode(Reply.OPENED, new, frame.seq, {"session": new}))
+            case Command.CLOSE:
+                fw.close(sid)
+                self._reply(conn, frame, Reply.CLOSED, {})
+            case Command.COUNT:
+                tokens = fw.count(_messages(body))
+                self._reply(conn, frame, Reply.COUNTED, {"tokens": tokens})
+            case Command.PREFILL:
+                done = fw.prefill(
+                    sid,
+                    _messages(body),
+                    reserve_tokens=int(body.get("reserve_tokens", 1)),
+                    continuation=str(body.get("continuation", "")),
+                )
+                self._reply(
+                    conn,
+                    frame,
+                    Reply.PREFILLED,
+                    {
+                        "prompt_tokens": done.prompt_tokens,
+                        "cached_tokens": done.cached_tokens,
+                        "new_tokens": done.new_tokens,
+                        "evicted_messages": done.evicted_messages,
+                    },
+                )
+            case Command.GENERATE:
+                self._generate(conn, frame, deferred)
+            case Command.CANCEL:
+                self._reply(conn, frame, Reply.CANCELLED, {"active": False})
+            case Command.RESET:
+                self._reset(conn, frame)
+            case Command.STATUS:
+                self._reply(conn, frame, Reply.STATUS, self._status())
+            case _:
+                self._error(conn, frame, ErrorCode.UNKNOWN_COMMAND, f"command {frame.type:#x}")
+
+    def _reset(self, conn: _Connection, frame: Frame) -> None:
+        self.firmware.reset()
+        self._hung = False
+        self.counters["resets"] += 1
+        self._reply(conn, frame, Reply.RESET_DONE, {})
+
+    def _status(self) -> dict[str, Any]:
+        throttled = self.throttled
+        return {
+            "sessions_open": self.firmware.sessions_open,
+            "max_sessions": self.profile.sessions.max_sessions,
+            "throttled": throttled,
+            "temperature_c": 96.0 if throttled else 62.0,
+            "uptime_s": round(time.monotonic() - self._started, 3),
+            **self.counters,
+        }
+
+    def _generate(self, conn: _Connection, frame: Frame, deferred: list[Frame | None]) -> None:
+        sid, seq = frame.session, frame.seq
+        max_tokens = int(frame.body["max_tokens"])
+        cancel = threading.Event()
+        prefilled, budget, pieces = self.firmware.generate(sid, max_tokens, cancel)
+        timing = CardTiming(self.profile, throttled=self.throttled)
+        new = prefilled.new_tokens
+        with self.firmware.model_lock, contextlib.closing(pieces):
+            t0 = time.monotonic()
+            n, first_wall = 0, None
+            for piece in pieces:
+                if self._stream_interrupted(conn, frame, cancel, deferred):
+                    return
+                if cancel.is_set():
+                    break
+                due = t0 + timing.token_ms(new, n) / 1000.0
+                delay = due - time.monotonic()
+                if self.pace and delay > 0:
+                    cancel.wait(delay)
+                if self._stream_fault(conn, sid, n):
+                    return
+                data = encode(Reply.TOKEN, sid, seq, {"i": n, "t": piece})
+                if self._armed(FaultKind.TRUNCATE, n):
+                    data = data[: len(data) // 2]
+                conn.send(data)
+                first_wall = first_wall if first_wall is not None else time.monotonic()
+                n += 1
+            wall_ms = (time.monotonic() - t0) * 1000.0
+        finish = (
+            "cancelled"
+            if cancel.is_set()
+            else ("length" if budget == max_tokens else "context")
+            if n >= budget
+            else "stop"
+        )
+        card_ms = timing.reply_ms(new, n)
+        energy = timing.energy_mj(card_ms)
+        self.counters["tokens_total"] += n
+        self.counters["card_ms_total"] += card_ms
+        self.counters["energy_mj_total"] += energy
+        ttft_wall = ((first_wall - t0) * 1000.0) if first_wall is not None else wall_ms
+        conn.send(
+            encode(
+                Reply.DONE,
+                sid,
+                seq,
+                {
+                    "tokens": n,
+                    "finish": finish,
+                    "prompt_tokens": prefilled.prompt_tokens,
+                    "new_prompt_tokens": new,
+                    "card_ms": card_ms,
+                    "card_ttft_ms": timing.token_ms(new, 0),
+                    "wall_ms": wall_ms,
+                    "wall_ttft_ms": ttft_wall,
+                    "lag_ms": max(0.0, wall_ms - card_ms),
+                    "energy_mj": energy,
+                    "throttled": timing.throttled,
+                },
+            )
+        )
+
+    def _stream_interrupted(
+        self, conn: _Connection, frame: Frame, cancel: threading.Event, deferred: list[Frame | None]
+    ) -> bool:
+        """Handle frames that arrive mid-stream; True if a RESET ended the stream."""
+        while True:
+            try:
+                incoming = conn.inbox.get_nowait()
+            except queue.Empty:
+                return False
+            if incoming is None:
+                cancel.set()
+                deferred.append(incoming)
+            elif incoming.type == Command.CANCEL and incoming.session == frame.session:
+                cancel.set()
+                self._reply(conn, incoming, Reply.CANCELLED, {"active": True})
+            elif incoming.type == Command.RESET:
+                self._reset(conn, incoming)
+                return True
+            else:
+                deferred.append(incoming)
+
+    def _stream_fault(self, conn: _Connection, sid: int, n: int) -> bool:
+        """Fire a stream fault due at token ``n``; True if the stream ends here."""
+        if self._armed(FaultKind.HANG, n):
+            _LOGGER.warning("fault: card hangs at token %d", n)
+            self._hung = True
+            return True
+        if self._armed(FaultKind.DEAD, n):
+            _LOGGER.warning("fault: card dies at token %d", n)
+            self._dead = True
+            return True
+        if self._armed(FaultKind.RESET, n):
+            _LOGGER.warning("fault: card resets itself at token %d", n)
+            self.firmware.reset()
+            self.counters["resets"] += 1
+            for other in list(self._connections):
+                other.send(encode(Reply.RESET_EVENT, NO_SESSION, 0, {"reason": "spontaneous"}))
+            return True
+        if self._armed(FaultKind.GARBAGE, n):
+            junk = bytes(self._rng.randrange(256) for _ in range(48))
+            conn.send(junk[:20] + MAGIC + junk[20:])
+        return False
+
+
+def _messages(body: dict[str, Any]) -> list[ChatMessage]:
+    raw = body["messages"]
+    if not isinstance(raw, list):
+        raise TypeError("messages must be a list")
+    out = []
+    for m in raw:
+        role, content = m["role"], m["content"]
+        if role not in ("system", "user", "assistant") or not isinstance(content, str):
+            raise ValueError(f"bad message {m!r}")
+        out.append(ChatMessage(role, content))
+    return out
+
+
+def temp_socket_path(name: str = "card") -> Path:
+    """A fresh socket path in a private temp directory (UNIX socket paths are short)."""
+    import tempfile
+
+    directory = Path(tempfile.mkdtemp(prefix="voicebox-card-"))
+    os.chmod(directory, 0o700)
+    return directory / f"{name}.sock"
