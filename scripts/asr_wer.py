@@ -33,11 +33,29 @@ from voicebox.models.locate import packaged_path  # noqa: E402
 
 DATA_DIR = Path("/usr/share/pocketsphinx/test/data")
 _LINE = re.compile(r"<s>(?P<text>.*)</s>\s*\((?P<id>[^)]+)\)")
-_ONES = (
-    "zero one two three four five six seven eight nine ten eleven twelve thirteen "
-    "fourteen fifteen sixteen seventeen eighteen nineteen"
-).split()
-_TENS = "_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()
+_ONES = [
+    "zero",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+    "ten",
+    "eleven",
+    "twelve",
+    "thirteen",
+    "fourteen",
+    "fifteen",
+    "sixteen",
+    "seventeen",
+    "eighteen",
+    "nineteen",
+]
+_TENS = ["_", "_", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"]
 _ABBREVIATIONS = {"mr": "mister", "mrs": "missus", "dr": "doctor", "st": "saint"}
 
 
@@ -162,8 +180,12 @@ def baseline_fn(model_dir: Path, threads: int) -> Callable[[FloatAudio], str]:
 
     def transcribe(audio: FloatAudio) -> str:
         segments, _info = model.transcribe(
-            audio, language="en", beam_size=5, without_timestamps=True,
-            condition_on_previous_text=False, vad_filter=False,
+            audio,
+            language="en",
+            beam_size=5,
+            without_timestamps=True,
+            condition_on_previous_text=False,
+            vad_filter=False,
         )
         return " ".join(s.text.strip() for s in segments).strip()
 
@@ -190,7 +212,8 @@ def markdown(clips: list[Clip], results: list[SystemResult], threads: int) -> st
     for i, clip in enumerate(clips):
         cells = [f"{r.errors[i]} err, {r.ms[i]:.0f} ms: {r.hypotheses[i]}" for r in results]
         words = len(normalize(clip.reference).split())
-        lines.append(f"| {clip.clip_id} | {clip.audio_s:.1f} | {words} | " + " | ".join(cells) + " |")
+        row = [clip.clip_id, f"{clip.audio_s:.1f}", str(words), *cells]
+        lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -214,24 +237,35 @@ def main(argv: list[str] | None = None) -> int:
     ref_words = sum(len(normalize(c.reference).split()) for c in clips)
 
     if args.json:
-        print(json.dumps({
-            "threads": args.threads,
-            "reference_words": ref_words,
-            "systems": {r.name: {**r.summary(ref_words), **asdict(r)} for r in results},
-            "clips": [{"id": c.clip_id, "audio_s": c.audio_s, "reference": c.reference}
-                      for c in clips],
-        }, indent=2))
+        print(
+            json.dumps(
+                {
+                    "threads": args.threads,
+                    "reference_words": ref_words,
+                    "systems": {r.name: {**r.summary(ref_words), **asdict(r)} for r in results},
+                    "clips": [
+                        {"id": c.clip_id, "audio_s": c.audio_s, "reference": c.reference}
+                        for c in clips
+                    ],
+                },
+                indent=2,
+            )
+        )
     else:
         for i, clip in enumerate(clips):
             print(f"{clip.clip_id} ({clip.audio_s:.1f} s): {clip.reference}")
             for res in results:
-                print(f"  {res.name:8s} {res.errors[i]:2d} err {res.ms[i]:6.0f} ms  "
-                      f"{res.hypotheses[i]}")
+                print(
+                    f"  {res.name:8s} {res.errors[i]:2d} err {res.ms[i]:6.0f} ms  "
+                    f"{res.hypotheses[i]}"
+                )
         print(f"\nTOTAL over {len(clips)} clips, {ref_words} words, {args.threads} thread(s):")
         for res in results:
             s = res.summary(ref_words)
-            print(f"  {res.name:8s} WER {s['wer']:.3f}  mean {s['mean_ms']:.0f} ms  "
-                  f"median {s['median_ms']:.0f} ms  max {s['max_ms']:.0f} ms")
+            print(
+                f"  {res.name:8s} WER {s['wer']:.3f}  mean {s['mean_ms']:.0f} ms  "
+                f"median {s['median_ms']:.0f} ms  max {s['max_ms']:.0f} ms"
+            )
     if args.report:
         args.report.parent.mkdir(parents=True, exist_ok=True)
         args.report.write_text(markdown(clips, results, args.threads))

@@ -9,7 +9,23 @@ from collections.abc import Iterator, Sequence
 
 from voicebox.engines.protocols import ChatMessage
 
-REPLY_WORDS = "The card says hello , and every word of this reply arrives in order .".split()
+REPLY_WORDS = [
+    "The",
+    "card",
+    "says",
+    "hello",
+    ",",
+    "and",
+    "every",
+    "word",
+    "of",
+    "this",
+    "reply",
+    "arrives",
+    "in",
+    "order",
+    ".",
+]
 HEADER = "<|assistant|>"
 
 

@@ -149,6 +149,35 @@ def barge_in() -> Scenario:
     return b.speech(c["003"]).silence(4.0).done()
 
 
+def paused_turns() -> list[Scenario]:
+    """Sentences with a 300-600 ms pause inserted at a word gap: replying there is a cut-off."""
+    c = by_name()
+    plan = [("sense_and_sensibility_01_austen_64kb-0870", 3.0, 0.45),
+            ("sense_and_sensibility_01_austen_64kb-0890", 2.5, 0.6),
+            ("sense_and_sensibility_01_austen_64kb-0920", 3.0, 0.3),
+            ("005", 1.6, 0.4)]
+    return [_Builder(f"pause_{name[-4:]}_{int(p * 1000)}ms").silence(0.5)
+            .speech(c[name], pause_at_s=at, pause_s=p).silence(4.0).done()
+            for name, at, p in plan]
+
+
+def noisy_turns(snr_db: float = 15.0) -> list[Scenario]:
+    """Clips under steady background noise (white noise plus a 100 Hz hum) at ``snr_db``."""
+    c = by_name()
+    out = []
+    for name in ("sense_and_sensibility_01_austen_64kb-0930", "002"):
+        sc = _Builder(f"noisy_{name[-4:]}").silence(0.5).speech(c[name]).silence(4.0).done()
+        speech = sc.audio[int(sc.turns[0]["speech_start_s"] * sc.rate_hz):
+                          int(sc.turns[0]["speech_end_s"] * sc.rate_hz)]
+        level = float(np.sqrt((speech**2).mean())) / 10 ** (snr_db / 20)
+        rng = np.random.default_rng(1)
+        t = np.arange(sc.audio.shape[0]) / sc.rate_hz
+        noise = rng.standard_normal(sc.audio.shape[0]) + np.sqrt(2) * np.sin(2 * np.pi * 100 * t)
+        sc.audio = (sc.audio + level * noise / np.sqrt(2)).astype(np.float32)
+        out.append(sc)
+    return out
+
+
 def sample_utterance() -> Scenario:
     c = by_name()
     return _Builder("sample").silence(0.5).speech(c["sense_and_sensibility_01_austen_64kb-0880"]).silence(4.0).done()
@@ -165,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
             s = sample_utterance()
             write_wav(args.sample, s.audio, s.rate_hz)
         if args.out:
-            for s in [*single_turns(), barge_in()]:
+            for s in [*single_turns(), *paused_turns(), barge_in(), *noisy_turns()]:
                 s.write(args.out)
     except VoiceboxError as exc:
         print(f"voicebox: {exc}")

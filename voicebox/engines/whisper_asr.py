@@ -76,12 +76,12 @@ class WhisperAsrEngine:
     Whisper pads every call to a 30 s window, which costs most of the time on short
     utterances. This engine encodes a window of ``max(floor, audio + tail_s)`` seconds
     instead, the floor being ``final_window_s`` or ``partial_window_s`` (Whisper's
-    encoder accepts any even frame count). A too-short window
-    makes the decoder repeat itself, so: decoding is timed (text timed past the end of
-    the audio is dropped), the output length is capped by the audio duration, and a
-    result that still looks degenerate (loops, too many words per second, compression
-    ratio, low log probability) is decoded again on the full 30 s window when ``final``,
-    or trimmed at its first loop when partial.
+    encoder accepts any even frame count). A too-short window makes the decoder repeat
+    itself, so: decoding is timed (text timed past the end of the audio is dropped), the
+    output length is capped by the audio duration, and a result that still looks
+    degenerate (loops, too many words per second, compression ratio, low log probability)
+    is decoded again on the full 30 s window when ``final``, or trimmed at its first loop
+    when partial. ``prompt`` goes in as Whisper's ``<|startofprev|>`` context.
     """
 
     def __init__(
@@ -104,7 +104,7 @@ class WhisperAsrEngine:
 
         for window_s in (final_window_s, partial_window_s):
             if not 0 < window_s <= _FULL_WINDOW_S:
-                raise ValueError(f"window floors must be in (0, {_FULL_WINDOW_S}] s, got {window_s}")
+                raise ValueError(f"window floors must be in (0, {_FULL_WINDOW_S}] s: {window_s}")
         if tail_s < 0 or final_beam < 1 or partial_beam < 1 or threads < 1:
             raise ValueError("tail_s must be >= 0; beams and threads must be >= 1")
         for name in ("model.bin", "config.json", "tokenizer.json"):
@@ -112,8 +112,11 @@ class WhisperAsrEngine:
                 raise ModelError(f"ASR model file not found: {model_dir / name}; {_HINT}")
         try:
             self._model = ctranslate2.models.Whisper(
-                str(model_dir), device="cpu", compute_type=compute_type,
-                intra_threads=threads, inter_threads=1,
+                str(model_dir),
+                device="cpu",
+                compute_type=compute_type,
+                intra_threads=threads,
+                inter_threads=1,
             )
             hf_tokenizer = tokenizers.Tokenizer.from_file(str(model_dir / "tokenizer.json"))
         except Exception as exc:  # CTranslate2 raises RuntimeError/ValueError on bad files
@@ -166,7 +169,7 @@ class WhisperAsrEngine:
         if not _looks_degenerate(short, audio_s):
             return short.text, short.resume_s
         if not final or not self._fallback or window_s >= _FULL_WINDOW_S:
-            _LOGGER.debug("degenerate partial %r; trimming", short.text)
+            _LOGGER.debug("degenerate %r; trimming", short.text)
             return _trim_loop(short.text), None
         _LOGGER.debug("degenerate %r on %.1f s window; full-window retry", short.text, window_s)
         full = self._decode(audio, _FULL_WINDOW_S, beam, prompt_ids)
@@ -197,9 +200,7 @@ class WhisperAsrEngine:
         batch = np.ascontiguousarray(mel[np.newaxis], dtype=np.float32)
         return self._model.encode(ctranslate2.StorageView.from_array(batch))
 
-    def _decode(
-        self, audio: FloatAudio, window_s: float, beam: int, prompt: list[int]
-    ) -> _Decoded:
+    def _decode(self, audio: FloatAudio, window_s: float, beam: int, prompt: list[int]) -> _Decoded:
         # Decoding with timestamps: text timed after the end of the audio (a short
         # window's typical loop: the utterance said again) can be dropped, and on long
         # audio the untimed decoder tends to stop after the first sentence.
@@ -207,10 +208,14 @@ class WhisperAsrEngine:
         audio_s = len(audio) / ASR_SAMPLE_RATE_HZ
         cap = min(_MAX_LENGTH - len(prompt), math.ceil(_TOKENS_BASE + _TOKENS_PER_S * audio_s))
         result = self._model.generate(
-            self._encode(audio, window_s), [prompt],
-            beam_size=beam, max_length=len(prompt) + cap,
-            return_scores=True, return_no_speech_prob=True,
-            suppress_blank=True, suppress_tokens=[-1],
+            self._encode(audio, window_s),
+            [prompt],
+            beam_size=beam,
+            max_length=len(prompt) + cap,
+            return_scores=True,
+            return_no_speech_prob=True,
+            suppress_blank=True,
+            suppress_tokens=[-1],
         )[0]
         ids: list[int] = list(result.sequences_ids[0])
         avg_logprob = float(result.scores[0]) * len(ids) / (len(ids) + 1)
@@ -260,9 +265,7 @@ def _has_loop(words: list[str]) -> bool:
         repeats = 2 if n >= _LOOP_PHRASE_WORDS else _LOOP_REPEATS
         for start in range(len(words) - repeats * n + 1):
             gram = words[start : start + n]
-            if all(
-                words[start + k * n : start + (k + 1) * n] == gram for k in range(1, repeats)
-            ):
+            if all(words[start + k * n : start + (k + 1) * n] == gram for k in range(1, repeats)):
                 return True
     return False
 

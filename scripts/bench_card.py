@@ -1,0 +1,204 @@
+"""Benchmark the emulated card: emulation fidelity, driver overhead per token, v2v projection.
+
+Usage: .venv/bin/python scripts/bench_card.py [--replies N] [--host-stages-json FILE]
+
+Writes reports/card_bench.md. Fidelity compares the tokens/s and time to first token
+measured at the host with the profile's timing model, twice: with an instant fake
+stand-in (shows how exactly the emulator paces) and with the real SmolLM2-135M stand-in
+(shows the host's lag). Driver overhead compares the card engine (protocol, socket,
+emulator) with calling the same stand-in directly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.card.fakes import FakeStandIn  # noqa: E402
+from voicebox.card.driver import CardDriver  # noqa: E402
+from voicebox.card.emulator import CardEmulator, temp_socket_path  # noqa: E402
+from voicebox.card.engine import CardLlmEngine  # noqa: E402
+from voicebox.card.profile import FirmwareProfile, load_profile, profile_paths  # noqa: E402
+from voicebox.card.standin import LlamaStandIn, StandInModel  # noqa: E402
+from voicebox.card.timing import (  # noqa: E402
+    FIRST_CLAUSE_TOKENS,
+    TURN_PROMPT_TOKENS,
+    CardTiming,
+    project_v2v_ms,
+)
+from voicebox.engines.protocols import ChatMessage  # noqa: E402
+from voicebox.models.locate import packaged_path  # noqa: E402
+
+MESSAGES = [
+    ChatMessage("system", "You are a helpful voice assistant. Answer briefly."),
+    ChatMessage("user", "Tell me three facts about the moon."),
+]
+DEFAULT_HOST_STAGES_MS = {
+    "end_of_turn_silence_ms": 300.0,
+    "asr_final_ms": 150.0,
+    "tts_first_clause_ms": 120.0,
+    "playback_buffer_ms": 40.0,
+}
+"""Placeholder host stages; pass the lead's measured ones with --host-stages-json."""
+
+
+class LongFake(FakeStandIn):
+    """The fake stand-in with a long reply, so rates are measured over many tokens."""
+
+    def stream_prompt(
+        self, prompt: str, stop: list[str], *, max_tokens: int, cancel: threading.Event
+    ) -> Iterator[str]:
+        self.prompts.append(prompt)
+        for i in range(max_tokens):
+            if cancel.is_set():
+                return
+            yield f" w{i}"
+
+
+def _measure(engine: CardLlmEngine, replies: int, max_tokens: int) -> dict[str, float]:
+    ttft, rates, card_ttft, card_rates, lags, overhead = [], [], [], [], [], []
+    for _ in range(replies):
+        t0 = time.perf_counter()
+        stamps = [time.perf_counter() - t0 for _ in engine.stream(
+            MESSAGES, max_tokens=max_tokens, cancel=threading.Event())]
+        s = engine.last_stats
+        assert s is not None and len(stamps) >= 2
+        ttft.append(stamps[0] * 1000)
+        rates.append((len(stamps) - 1) / (stamps[-1] - stamps[0]))
+        card_ttft.append(s.card_ttft_ms)
+        card_rates.append((s.tokens - 1) / ((s.card_ms - s.card_ttft_ms) / 1000))
+        lags.append(s.emulation_lag_ms)
+        overhead.append(s.wall_ms - s.card_ms - s.emulation_lag_ms)
+    med = statistics.median
+    return {"ttft_ms": med(ttft), "tok_s": med(rates), "card_ttft_ms": med(card_ttft),
+            "card_tok_s": med(card_rates), "lag_ms": med(lags), "tokens": float(max_tokens)}
+
+
+def _direct_per_token_ms(model: StandInModel, replies: int, max_tokens: int) -> float:
+    prompt, stop = model.render(MESSAGES)
+    per = []
+    for _ in range(replies):
+        t0 = time.perf_counter()
+        n = sum(1 for _ in model.stream_prompt(prompt, stop, max_tokens=max_tokens,
+                                               cancel=threading.Event()))
+        per.append((time.perf_counter() - t0) * 1000 / max(n, 1))
+    return statistics.median(per)
+
+
+def _card_per_token_ms(engine: CardLlmEngine, replies: int, max_tokens: int) -> float:
+    per = []
+    for _ in range(replies):
+        t0 = time.perf_counter()
+        n = sum(1 for _ in engine.stream(MESSAGES, max_tokens=max_tokens, cancel=threading.Event()))
+        per.append((time.perf_counter() - t0) * 1000 / max(n, 1))
+    return statistics.median(per)
+
+
+def _engine(profile: FirmwareProfile, model: StandInModel, *, pace: bool) -> tuple[
+        CardLlmEngine, CardEmulator]:
+    emulator = CardEmulator(profile, model, temp_socket_path(), pace=pace).start()
+    return CardLlmEngine(CardDriver(emulator.socket_path)), emulator
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--replies", type=int, default=5)
+    ap.add_argument("--host-stages-json", type=Path,
+                    help="JSON object of measured host stage latencies in ms (no LLM stage)")
+    ap.add_argument("--out", type=Path, default=ROOT / "reports" / "card_bench.md")
+    args = ap.parse_args(argv)
+    profiles = [load_profile(p) for p in profile_paths()]
+    hc1 = next(p for p in profiles if not p.projection)
+    lines = ["## Card emulation benchmark", "",
+             f"Profile under test: `{hc1.name}`; {args.replies} replies per row, medians.", ""]
+
+    # 1. Fidelity with an instant stand-in: pacing alone decides the timing.
+    rows = []
+    for prof in profiles:
+        engine, emu = _engine(prof, LongFake(file_name=_accepted_name(prof)), pace=True)
+        try:
+            rows.append((prof.name, "fake (instant)", _measure(engine, args.replies, 400)))
+        finally:
+            engine.close()
+            emu.stop()
+    # 2. Fidelity with the real stand-in: the host is slower; lag is reported.
+    model = LlamaStandIn(packaged_path("llm"), context_tokens=hc1.context.context_tokens)
+    model.load()
+    engine, emu = _engine(hc1, model, pace=True)
+    try:
+        rows.append((hc1.name, "SmolLM2-135M", _measure(engine, args.replies, 48)))
+        # 3. Driver overhead per token: same stand-in, unpaced card vs direct calls.
+        direct = _direct_per_token_ms(model, args.replies, 48)
+    finally:
+        engine.close()
+        emu.stop()
+    engine, emu = _engine(hc1, model, pace=False)
+    try:
+        via_card = _card_per_token_ms(engine, args.replies, 48)
+    finally:
+        engine.close()
+        emu.stop()
+    fake_direct = _direct_per_token_ms(LongFake(), args.replies, 400)
+    engine, emu = _engine(hc1, LongFake(), pace=False)
+    try:
+        fake_card = _card_per_token_ms(engine, args.replies, 400)
+    finally:
+        engine.close()
+        emu.stop()
+    model.close()
+
+    lines += ["### Emulation fidelity (host-measured vs the profile's timing model)", "",
+              "| profile | stand-in | TTFT measured ms | TTFT model ms | tok/s measured "
+              "| tok/s model | emulation lag ms/reply |",
+              "|---|---|---:|---:|---:|---:|---:|"]
+    for name, stand_in, m in rows:
+        lines.append(f"| {name} | {stand_in} | {m['ttft_ms']:.2f} | {m['card_ttft_ms']:.2f} | "
+                     f"{m['tok_s']:,.0f} | {m['card_tok_s']:,.0f} | {m['lag_ms']:.1f} |")
+    lines += ["", "### Driver overhead per token (unpaced emulator vs direct stand-in calls)", "",
+              "| stand-in | direct ms/token | via card ms/token | overhead us/token |",
+              "|---|---:|---:|---:|",
+              f"| fake (instant) | {fake_direct:.4f} | {fake_card:.4f} | "
+              f"{(fake_card - fake_direct) * 1000:.0f} |",
+              f"| SmolLM2-135M | {direct:.3f} | {via_card:.3f} | "
+              f"{(via_card - direct) * 1000:.0f} |", ""]
+
+    host = DEFAULT_HOST_STAGES_MS
+    if args.host_stages_json:
+        host = {str(k): float(v) for k, v in json.loads(args.host_stages_json.read_text()).items()}
+    host_total = sum(v for k, v in host.items() if not k.startswith("llm"))
+    lines += ["### PROJECTION: voice-to-voice latency with the real card", "",
+              "Not measured: host stages "
+              + ("from " + str(args.host_stages_json) if args.host_stages_json
+                 else "are PLACEHOLDERS (pass --host-stages-json)")
+              + f" ({', '.join(f'{k}={v:.0f}' for k, v in host.items())}) plus the card's "
+              f"timing model to the first clause ({TURN_PROMPT_TOKENS} new prompt tokens, "
+              f"{FIRST_CLAUSE_TOKENS} tokens).", "",
+              "| profile | projection profile? | card to first clause ms | host ms "
+              "| projected voice-to-voice ms |", "|---|---|---:|---:|---:|"]
+    for prof in profiles:
+        card = CardTiming(prof).token_ms(TURN_PROMPT_TOKENS, FIRST_CLAUSE_TOKENS - 1)
+        lines.append(f"| {prof.name} | {'yes' if prof.projection else 'no'} | {card:.2f} | "
+                     f"{host_total:.0f} | {project_v2v_ms(prof, host):.0f} |")
+    text = "\n".join(lines) + "\n"
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(text)
+    print(text)
+    print(f"wrote {args.out}")
+    return 0
+
+
+def _accepted_name(profile: FirmwareProfile) -> str:
+    return "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,79 @@
+"""The stand-in rule: the card serves only its profile's model."""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import pytest
+
+from tests.card.fakes import FakeStandIn
+from voicebox.card.emulator import CardEmulator, temp_socket_path
+from voicebox.card.errors import StandInError
+from voicebox.card.factory import build_card_engine
+from voicebox.card.profile import FirmwareProfile
+from voicebox.card.standin import check_stand_in, read_gguf_metadata
+
+
+def _gguf(path: Path, architecture: str) -> Path:
+    def string(s: str) -> bytes:
+        return struct.pack("<Q", len(s)) + s.encode()
+
+    kvs = [
+        string("general.name") + struct.pack("<I", 8) + string("fake"),
+        string("tokenizer.ggml.scores")
+        + struct.pack("<IIQ", 9, 6, 3)
+        + struct.pack("<3f", 1, 2, 3),
+        string("general.architecture") + struct.pack("<I", 8) + string(architecture),
+    ]
+    path.write_bytes(b"GGUF" + struct.pack("<IQQ", 3, 0, len(kvs)) + b"".join(kvs))
+    return path
+
+
+def test_reads_gguf_architecture(tmp_path: Path) -> None:
+    path = _gguf(tmp_path / "x.gguf", "qwen2")
+    assert read_gguf_metadata(path, ["general.architecture"]) == {"general.architecture": "qwen2"}
+
+
+def test_accepts_the_declared_stand_in(hc1: FirmwareProfile) -> None:
+    check_stand_in(hc1, "SmolLM2-135M-Instruct.Q4_1.gguf", "llama")
+    check_stand_in(hc1, "Meta-Llama-3.1-8B-Instruct-Q4_K_M.gguf", "llama")
+
+
+@pytest.mark.parametrize(
+    ("file_name", "architecture", "why"),
+    [
+        ("qwen2.5-0.5b-instruct-q4_0.gguf", "qwen2", "not an accepted stand-in"),
+        ("SmolLM2-135M-Instruct.Q4_1.gguf", "qwen2", "architecture 'qwen2'"),
+        ("Llama-3.2-1B-Instruct.gguf", "llama", "not an accepted stand-in"),
+    ],
+)
+def test_refuses_a_mismatched_stand_in(
+    hc1: FirmwareProfile, file_name: str, architecture: str, why: str
+) -> None:
+    with pytest.raises(StandInError, match=why) as err:
+        check_stand_in(hc1, file_name, architecture)
+    assert "serves only Llama-3.1-8B-Instruct" in str(err.value)
+
+
+def test_emulator_refuses_a_mismatched_stand_in(hc1: FirmwareProfile) -> None:
+    with pytest.raises(StandInError):
+        CardEmulator(hc1, FakeStandIn(file_name="phi-2.Q4_0.gguf"), temp_socket_path())
+
+
+def test_factory_refuses_before_loading_weights(tmp_path: Path) -> None:
+    wrong = _gguf(tmp_path / "SmolLM2-135M-Instruct.Q4_1.gguf", "gemma")
+    with pytest.raises(StandInError, match="architecture 'gemma'"):
+        build_card_engine("emulated", "hc1-llama3.1-8b", None, stand_in=wrong)
+    wrong_name = _gguf(tmp_path / "tinyllama.gguf", "llama")
+    with pytest.raises(StandInError, match="not an accepted stand-in"):
+        build_card_engine("emulated", None, None, stand_in=wrong_name)
+
+
+def test_factory_errors() -> None:
+    from voicebox.errors import VoiceboxError
+
+    with pytest.raises(VoiceboxError, match="--device"):
+        build_card_engine("pcie", None, None)
+    with pytest.raises(VoiceboxError, match="unknown card engine"):
+        build_card_engine("gpu", None, None)

@@ -1,0 +1,132 @@
+"""Score a simulate run the way ../shared/bench/v2v.py does, plus stage timings from events."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from voicebox.engines.protocols import FloatAudio
+from voicebox.events import (
+    Event,
+    Interrupted,
+    LlmFirstToken,
+    PlaybackStarted,
+    TranscriptFinal,
+    TtsFirstAudio,
+    TurnEnded,
+)
+
+LOUD = 10 ** (-40 / 20)
+
+
+@dataclass(slots=True)
+class TurnScore:
+    """One user turn, times in ms from the labelled end of speech."""
+
+    latency_ms: float | None
+    """First loud 10 ms frame of the reply (the judge's rule)."""
+    event_latency_ms: float | None
+    """First reply sample according to the PlaybackStarted event."""
+    stages: dict[str, float] = field(default_factory=dict)
+    transcript: str = ""
+    reference: str = ""
+
+
+@dataclass(slots=True)
+class ScenarioScore:
+    name: str
+    turns: list[TurnScore]
+    cutoffs: int
+    barge_stop_ms: list[float | None]
+    wall_s: float = 0.0
+
+
+def loud_onsets(audio: FloatAudio, rate_hz: int) -> tuple[list[float], np.ndarray]:
+    hop = rate_hz // 100
+    frames = audio[: audio.shape[0] // hop * hop].reshape(-1, hop)
+    loud = np.sqrt((frames**2).mean(axis=1)) > LOUD
+    onsets = [i / 100 for i in range(len(loud)) if loud[i] and (i == 0 or not loud[i - 1])]
+    return onsets, loud
+
+
+def score(name: str, labels: dict[str, Any], output: FloatAudio, rate_hz: int,
+          events: list[Event]) -> ScenarioScore:
+    onsets, loud = loud_onsets(output, rate_hz)
+    turns = labels["turns"]
+    texts = labels.get("texts", [])
+    cutoffs = 0
+    scored: list[TurnScore] = []
+    for i, turn in enumerate(turns):
+        start, end = turn["speech_start_s"], turn["speech_end_s"]
+        cutoffs += sum(1 for o in onsets if start + 0.05 < o < end - 0.05)
+        until = min(end + 5, turns[i + 1]["speech_start_s"] if i + 1 < len(turns) else end + 5)
+        after = [o for o in onsets if end - 0.05 <= o < until]
+        lat = round((after[0] - end) * 1000) if after else None
+        ts = TurnScore(lat, None, reference=texts[i] if i < len(texts) else "")
+        _stages(ts, events, i, end)
+        scored.append(ts)
+    barge: list[float | None] = []
+    for b in labels.get("barge", []):
+        i0 = int(b * 100)
+        if i0 < len(loud) and loud[max(0, i0 - 5): i0 + 1].any():
+            quiet, stop = 0, None
+            for i in range(i0, len(loud)):
+                quiet = quiet + 1 if not loud[i] else 0
+                if quiet >= 10:
+                    stop = round(((i - 9) / 100 - b) * 1000)
+                    break
+            barge.append(stop)
+    return ScenarioScore(name, scored, cutoffs, barge)
+
+
+def _stages(ts: TurnScore, events: list[Event], turn: int, end_s: float) -> None:
+    mine = [e for e in events if getattr(e, "turn", None) == turn]
+
+    def last(kind: type) -> Any:
+        found = [e for e in mine if isinstance(e, kind)]
+        return found[-1] if found else None
+
+    ended, play = last(TurnEnded), last(PlaybackStarted)
+    final, tok, tts = last(TranscriptFinal), last(LlmFirstToken), last(TtsFirstAudio)
+    inter = last(Interrupted)
+    if final is not None:
+        ts.transcript = final.text
+        ts.stages["asr_final_ms"] = final.compute_ms
+        ts.stages["asr_done_at_ms"] = round((final.stream_s - end_s) * 1000)
+    if tok is not None:
+        ts.stages["llm_first_token_ms"] = tok.compute_ms
+        ts.stages["llm_first_token_at_ms"] = round((tok.stream_s - end_s) * 1000)
+    if tts is not None:
+        ts.stages["tts_first_audio_ms"] = tts.compute_ms
+        ts.stages["reply_ready_ms"] = round((tts.stream_s - end_s) * 1000)
+    if ended is not None:
+        ts.stages["vad_end_error_ms"] = round((ended.speech_end_s - end_s) * 1000)
+        ts.stages["turn_confirmed_ms"] = round((ended.stream_s - end_s) * 1000)
+    if play is not None:
+        ts.event_latency_ms = round((play.stream_s - end_s) * 1000)
+    if inter is not None:
+        ts.stages["interrupted_at_s"] = inter.stream_s
+
+
+def wer(reference: str, hypothesis: str) -> tuple[int, int]:
+    """Word edits and reference length, after normalising case, punctuation and numbers."""
+    ref, hyp = normalise(reference), normalise(hypothesis)
+    d = list(range(len(hyp) + 1))
+    for i, r in enumerate(ref, 1):
+        prev, d[0] = d[0], i
+        for j, h in enumerate(hyp, 1):
+            prev, d[j] = d[j], min(d[j] + 1, d[j - 1] + 1, prev + (r != h))
+    return d[len(hyp)], len(ref)
+
+
+_NUMBERS = {str(i): w for i, w in enumerate(
+    "zero one two three four five six seven eight nine ten".split())}
+_SPELLING = {"mr": "mister", "mrs": "missus"}
+
+
+def normalise(text: str) -> list[str]:
+    words = re.sub(r"[^a-z0-9' ]", " ", text.lower().replace("-", " ")).split()
+    return [_SPELLING.get(w, _NUMBERS.get(w, w)) for w in words]
