@@ -1,4 +1,4 @@
-"""Benchmark the emulated card: emulation fidelity, driver overhead per token, v2v projection.
+"""Benchmark the emulated card: fidelity, driver overhead, end-of-turn scoring, v2v projection.
 
 Usage: .venv/bin/python scripts/bench_card.py [--replies N] [--host-stages-json FILE]
 
@@ -6,7 +6,9 @@ Writes reports/card_bench.md. Fidelity compares the tokens/s and time to first t
 measured at the host with the profile's timing model, twice: with an instant fake
 stand-in (shows how exactly the emulator paces) and with the real SmolLM2-135M stand-in
 (shows the host's lag). Driver overhead compares the card engine (protocol, socket,
-emulator) with calling the same stand-in directly.
+emulator) with calling the same stand-in directly. End-of-turn scoring compares
+SCORE_NEXT through the card with LlamaEngine.end_of_turn_probability on the same model,
+and a score followed by the reply with the reply alone (time to first piece).
 """
 
 from __future__ import annotations
@@ -35,13 +37,35 @@ from voicebox.card.timing import (  # noqa: E402
     CardTiming,
     project_v2v_ms,
 )
-from voicebox.engines.protocols import ChatMessage  # noqa: E402
+from voicebox.engines.protocols import (  # noqa: E402
+    ChatMessage,
+    EndOfTurnScorer,
+    LlmEngine,
+)
 from voicebox.models.locate import packaged_path  # noqa: E402
 
+SCORE_SYSTEM = ChatMessage("system", "You are a helpful voice assistant. Answer briefly.")
 MESSAGES = [
     ChatMessage("system", "You are a helpful voice assistant. Answer briefly."),
     ChatMessage("user", "Tell me three facts about the moon."),
 ]
+USER_TURNS = [
+    "What is the tallest mountain in Europe",
+    "Can you remind me to buy milk tomorrow",
+    "How long does it take to boil an egg",
+    "Tell me a short joke about penguins",
+    "What time is sunset in Lisbon today",
+    "Which planet has the most moons",
+    "How do I say thank you in Japanese",
+    "What is the boiling point of water in Denver",
+    "Give me a synonym for happy",
+    "Who painted the ceiling of the Sistine Chapel",
+    "How many legs does a spider have",
+    "What is the capital of Australia",
+    "Spell the word necessary for me",
+    "Is it going to rain this weekend",
+]
+"""Distinct user turns: every score or reply prefills new user words after a cached system."""
 DEFAULT_HOST_STAGES_MS = {
     "end_of_turn_silence_ms": 300.0,
     "asr_final_ms": 150.0,
@@ -83,24 +107,52 @@ def _measure(engine: CardLlmEngine, replies: int, max_tokens: int) -> dict[str, 
             "card_tok_s": med(card_rates), "lag_ms": med(lags), "tokens": float(max_tokens)}
 
 
-def _direct_per_token_ms(model: StandInModel, replies: int, max_tokens: int) -> float:
+def _overhead_ms(model: StandInModel, engine: CardLlmEngine, replies: int,
+                 max_tokens: int) -> tuple[float, float]:
+    """Median ms per token calling the stand-in directly and via the card, interleaved."""
     prompt, stop = model.render(MESSAGES)
-    per = []
-    for _ in range(replies):
+    direct, card = [], []
+    for _ in range(replies + 1):  # the first round warms caches and is dropped
         t0 = time.perf_counter()
         n = sum(1 for _ in model.stream_prompt(prompt, stop, max_tokens=max_tokens,
                                                cancel=threading.Event()))
-        per.append((time.perf_counter() - t0) * 1000 / max(n, 1))
-    return statistics.median(per)
-
-
-def _card_per_token_ms(engine: CardLlmEngine, replies: int, max_tokens: int) -> float:
-    per = []
-    for _ in range(replies):
+        direct.append((time.perf_counter() - t0) * 1000 / max(n, 1))
         t0 = time.perf_counter()
-        n = sum(1 for _ in engine.stream(MESSAGES, max_tokens=max_tokens, cancel=threading.Event()))
-        per.append((time.perf_counter() - t0) * 1000 / max(n, 1))
-    return statistics.median(per)
+        n = sum(1 for _ in engine.stream(MESSAGES, max_tokens=max_tokens,
+                                         cancel=threading.Event()))
+        card.append((time.perf_counter() - t0) * 1000 / max(n, 1))
+    return statistics.median(direct[1:]), statistics.median(card[1:])
+
+
+def _score_costs(scorer: EndOfTurnScorer, llm: LlmEngine, replies: int) -> dict[str, float]:
+    """Medians in ms: a score; the reply's first piece alone; a score, then the first piece."""
+    turns = iter(USER_TURNS * (1 + 3 * (replies + 1) // len(USER_TURNS)))
+    score, alone, after, warm = [], [], [], []
+
+    def first_piece_ms(messages: list[ChatMessage]) -> float:
+        t0 = time.perf_counter()
+        for _ in llm.stream(messages, max_tokens=8, cancel=threading.Event()):
+            return (time.perf_counter() - t0) * 1000
+        return (time.perf_counter() - t0) * 1000
+
+    for _ in range(replies + 1):  # the first round warms caches and is dropped
+        t0 = time.perf_counter()
+        scorer.end_of_turn_probability([SCORE_SYSTEM, ChatMessage("user", next(turns))])
+        score.append((time.perf_counter() - t0) * 1000)
+        alone.append(first_piece_ms([SCORE_SYSTEM, ChatMessage("user", next(turns) + "?")]))
+        words = next(turns)
+        messages = [SCORE_SYSTEM, ChatMessage("user", words + "?")]
+        # As the pipeline does: partial transcripts warm the cache while the user speaks.
+        half = " ".join(words.split()[: len(words.split()) // 2])
+        t0 = time.perf_counter()
+        scorer.prefill([SCORE_SYSTEM, ChatMessage("user", half)])
+        warm.append((time.perf_counter() - t0) * 1000)
+        t0 = time.perf_counter()
+        scorer.end_of_turn_probability(messages)
+        after.append((time.perf_counter() - t0) * 1000 + first_piece_ms(messages))
+    med = statistics.median
+    return {"score_ms": med(score[1:]), "alone_ms": med(alone[1:]),
+            "after_ms": med(after[1:]), "prefill_ms": med(warm[1:])}
 
 
 def _engine(profile: FirmwareProfile, model: StandInModel, *, pace: bool) -> tuple[
@@ -136,21 +188,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     engine, emu = _engine(hc1, model, pace=True)
     try:
         rows.append((hc1.name, "SmolLM2-135M", _measure(engine, args.replies, 48)))
-        # 3. Driver overhead per token: same stand-in, unpaced card vs direct calls.
-        direct = _direct_per_token_ms(model, args.replies, 48)
     finally:
         engine.close()
         emu.stop()
+    # 3. Driver overhead per token: the same stand-in, unpaced card vs direct calls.
+    overhead = {}
+    for label, stand_in, n in (("fake (instant)", LongFake(), 400), ("SmolLM2-135M", model, 48)):
+        engine, emu = _engine(hc1, stand_in, pace=False)
+        try:
+            overhead[label] = _overhead_ms(stand_in, engine, args.replies, n)
+        finally:
+            engine.close()
+            emu.stop()
+    # 4. End-of-turn scoring: SCORE_NEXT through the card vs the same model called directly.
+    scoring = {"direct (LlamaEngine)": _score_costs(model.engine, model.engine, args.replies)}
     engine, emu = _engine(hc1, model, pace=False)
     try:
-        via_card = _card_per_token_ms(engine, args.replies, 48)
-    finally:
-        engine.close()
-        emu.stop()
-    fake_direct = _direct_per_token_ms(LongFake(), args.replies, 400)
-    engine, emu = _engine(hc1, LongFake(), pace=False)
-    try:
-        fake_card = _card_per_token_ms(engine, args.replies, 400)
+        scoring["card (SCORE_NEXT, unpaced)"] = _score_costs(engine, engine, args.replies)
     finally:
         engine.close()
         emu.stop()
@@ -166,10 +220,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     lines += ["", "### Driver overhead per token (unpaced emulator vs direct stand-in calls)", "",
               "| stand-in | direct ms/token | via card ms/token | overhead us/token |",
               "|---|---:|---:|---:|",
-              f"| fake (instant) | {fake_direct:.4f} | {fake_card:.4f} | "
-              f"{(fake_card - fake_direct) * 1000:.0f} |",
-              f"| SmolLM2-135M | {direct:.3f} | {via_card:.3f} | "
-              f"{(via_card - direct) * 1000:.0f} |", ""]
+              *[f"| {label} | {d:.4f} | {c:.4f} | {(c - d) * 1000:.0f} |"
+                for label, (d, c) in overhead.items()], ""]
+    lines += ["### End-of-turn score (SCORE_NEXT) vs direct, SmolLM2-135M, host wall time", "",
+              "New user words after a cached system prompt. *reply alone*: time to the first "
+              "reply piece; *score, then reply*: a score of the finished words, then the "
+              "reply's first piece (a partial-transcript prefill came before, untimed).", "",
+              "| path | score ms | partial prefill ms | reply alone ms "
+              "| score, then reply ms | extra ms |", "|---|---:|---:|---:|---:|---:|",
+              *[f"| {label} | {m['score_ms']:.1f} | {m['prefill_ms']:.1f} | "
+                f"{m['alone_ms']:.1f} | {m['after_ms']:.1f} | "
+                f"{m['after_ms'] - m['alone_ms']:+.1f} |" for label, m in scoring.items()], ""]
 
     host = DEFAULT_HOST_STAGES_MS
     if args.host_stages_json:

@@ -35,14 +35,25 @@ class TurnConfig:
     """Probability below which a frame counts as silence (hysteresis)."""
     min_speech_ms: int = 64
     """Speech needed to start a turn (and to barge in)."""
-    speculate_after_ms: int = 96
+    speculate_after_ms: int = 32
     """Silence after which the reply is prepared (held until the turn is confirmed)."""
-    end_of_turn_ms: int = 500
-    """Silence that confirms the end of a turn."""
+    end_of_turn_ms: int = 800
+    """Silence that confirms the end of a turn whatever the words say."""
+    semantic: bool = True
+    """Weigh the words too: the LLM's probability that the user's sentence is complete."""
+    eot_high: float = 0.3
+    """End-of-turn probability above which ``fast_end_ms`` of silence confirms the turn."""
+    eot_low: float = 0.05
+    """Probability above which ``mid_end_ms`` does; below it, ``end_of_turn_ms``."""
+    fast_end_ms: int = 200
+    mid_end_ms: int = 450
     pre_roll_ms: int = 300
     """Audio kept from before the detected speech start."""
     partial_interval_ms: int = 400
     """How often to transcribe while the user speaks."""
+    fast_barge_in: bool = True
+    """Pause the reply on a rise in microphone energy before the VAD confirms speech.
+    Needs an echo-free microphone (``listen`` turns it off unless told otherwise)."""
 
     def __post_init__(self) -> None:
         _check(0 < self.end_threshold <= self.start_threshold < 1, "end_threshold/start_threshold",
@@ -51,6 +62,10 @@ class TurnConfig:
         _check(0 < self.speculate_after_ms <= self.end_of_turn_ms, "speculate_after_ms",
                "must be > 0 and <= end_of_turn_ms")
         _check(self.pre_roll_ms >= 0, "pre_roll_ms", "must be >= 0")
+        _check(0 <= self.eot_low <= self.eot_high <= 1, "eot_low/eot_high",
+               "must satisfy 0 <= eot_low <= eot_high <= 1")
+        _check(0 < self.fast_end_ms <= self.mid_end_ms <= self.end_of_turn_ms, "fast_end_ms",
+               "must satisfy 0 < fast_end_ms <= mid_end_ms <= end_of_turn_ms")
         _check(self.partial_interval_ms > 0, "partial_interval_ms", "must be > 0")
 
 
@@ -78,6 +93,8 @@ class LlmConfig:
     max_reply_tokens: int = 64
     context_tokens: int = 2048
     threads: int = 1
+    stream_tts: bool = True
+    """Speak clause by clause as tokens arrive; False waits for the whole reply (naive)."""
 
     def __post_init__(self) -> None:
         _check(self.engine in ("llama", "emulated", "pcie"), "engine",
@@ -110,6 +127,12 @@ class Config:
     audio: AudioConfig = field(default_factory=AudioConfig)
     models: ModelPaths = field(default_factory=ModelPaths)
     asr_threads: int = 1
+    asr_mode: str = "windowed"
+    """``windowed`` (short encoder window, fast) or ``whole`` (faster-whisper's 30 s default)."""
+
+    def __post_init__(self) -> None:
+        _check(self.asr_mode in ("windowed", "whole"), "asr_mode", "must be windowed or whole")
+        _check(self.asr_threads >= 1, "asr_threads", "must be >= 1")
 
 
 def load_config(path: Path | None, **overrides: Any) -> Config:
@@ -141,7 +164,8 @@ def load_config(path: Path | None, **overrides: Any) -> Config:
             kwargs[name] = cls(**values)
         except TypeError as exc:
             raise ConfigError(f"config: [{name}]: {exc}") from None
-    if "asr_threads" in raw:
-        kwargs["asr_threads"] = int(raw.pop("asr_threads"))
+    for key in ("asr_threads", "asr_mode"):
+        if key in raw:
+            kwargs[key] = raw.pop(key)
     _check(not raw, "file", f"has unknown keys: {', '.join(sorted(raw))}")
     return Config(**kwargs)

@@ -77,6 +77,18 @@ class TranscriptFinal(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class EndOfTurnScored(Event):
+    """The LLM weighed whether the user's words make a finished turn."""
+
+    turn: int
+    probability: float
+    """Probability that the sentence is complete."""
+    required_silence_ms: float
+    """Silence after the last speech frame that will confirm the turn."""
+    compute_ms: float
+
+
+@dataclass(frozen=True, slots=True)
 class LlmFirstToken(Event):
     """The LLM produced its first token of the reply."""
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from types import GeneratorType
 
 import pytest
 
@@ -10,7 +11,7 @@ from tests.card.fakes import REPLY_WORDS, full_reply
 from voicebox.card.driver import CardDriver, StreamDone, TokenPiece
 from voicebox.card.emulator import CardEmulator
 from voicebox.card.engine import CardLlmEngine
-from voicebox.card.errors import CardLinkError, CardRemoteError
+from voicebox.card.errors import CardError, CardLinkError, CardRemoteError
 from voicebox.card.profile import FirmwareProfile
 from voicebox.card.protocol import ErrorCode
 from voicebox.card.timing import CardTiming
@@ -90,6 +91,7 @@ def test_engine_implements_the_llm_protocol(engine: CardLlmEngine) -> None:
 
 def test_closing_the_stream_early_cancels_on_the_card(engine: CardLlmEngine) -> None:
     stream = engine.stream(MESSAGES, max_tokens=64, cancel=threading.Event())
+    assert isinstance(stream, GeneratorType)
     assert next(stream) == " " + REPLY_WORDS[0]
     stream.close()
     text = "".join(engine.stream(MESSAGES, max_tokens=64, cancel=threading.Event()))
@@ -131,3 +133,17 @@ def test_missing_device_is_a_clear_error(tmp_path: object) -> None:
         CardDriver("/nonexistent/card0")
     with pytest.raises(CardLinkError, match="neither a card device nor a card socket"):
         CardDriver(__file__)
+
+
+def test_pcie_engine_on_a_device_path(emulator: CardEmulator) -> None:
+    from voicebox.card.factory import build_card_engine
+
+    engine = build_card_engine("pcie", "hc1-llama3.1-8b", str(emulator.socket_path))
+    try:
+        assert "".join(engine.stream(MESSAGES, max_tokens=64, cancel=threading.Event())) == (
+            full_reply()
+        )
+    finally:
+        engine.close()
+    with pytest.raises(CardError, match="runs firmware 'hc1-llama3.1-8b', not"):
+        build_card_engine("pcie", "hc2-projection-thinking-fp4", str(emulator.socket_path))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import subprocess
 import sys
@@ -16,7 +17,9 @@ from voicebox.card.factory import build_card_engine
 from voicebox.card.faults import Fault, FaultKind
 from voicebox.card.profile import find_profile
 from voicebox.card.timing import CardTiming
-from voicebox.engines.protocols import ChatMessage
+from voicebox.engines.llama_llm import LlamaEngine
+from voicebox.engines.protocols import ChatMessage, EndOfTurnScorer
+from voicebox.models.locate import packaged_path
 
 pytestmark = pytest.mark.slow
 
@@ -64,9 +67,41 @@ def test_real_stand_in_survives_a_truncated_frame(card: CardLlmEngine) -> None:
         engine.close()
 
 
+def test_real_stand_in_scores_the_end_of_turn(card: CardLlmEngine) -> None:
+    assert isinstance(card, EndOfTurnScorer)
+    system = ChatMessage("system", "You are a helpful voice assistant.")
+    finished = [system, ChatMessage("user", "He might even have been made amiable himself")]
+    unfinished = [system, ChatMessage("user", "and he had then leisure to")]
+    p_unfinished = card.end_of_turn_probability(unfinished)
+    card.prefill([system, ChatMessage("user", "He might even have been")])
+    p_finished = card.end_of_turn_probability(finished)
+    score = card.last_score
+    assert score is not None and score.recoveries == 0
+    assert 0 < score.new_tokens < score.prompt_tokens - 10  # the partial's prefill was re-used
+    assert 0.0 <= p_unfinished < p_finished <= 1.0
+
+    # The same number as --engine llama (which leaves out the end-of-message token, whose
+    # mass here is tiny), so --engine emulated turns end as --engine llama turns do.
+    direct = LlamaEngine(packaged_path("llm"), context_tokens=1024, threads=1)
+    try:
+        for messages, p_card in ((unfinished, p_unfinished), (finished, p_finished)):
+            p_direct = direct.end_of_turn_probability(messages)
+            assert p_direct - 1e-3 <= p_card <= p_direct + 0.05
+    finally:
+        direct.close()
+
+    # The reply after the score prefills only the end of the user message and the header.
+    reply = "".join(card.stream(finished, max_tokens=16, cancel=threading.Event()))
+    assert reply.strip()
+    stats = card.last_stats
+    assert stats is not None and stats.recoveries == 0
+    timing = CardTiming(find_profile("hc1-llama3.1-8b"))
+    assert stats.card_ttft_ms <= timing.token_ms(8, 0)
+
+
 @pytest.mark.skipif(not SAMPLE.is_file(), reason="apt package pocketsphinx-testdata missing")
 def test_simulate_turn_on_the_emulated_hc1(tmp_path: Path) -> None:
-    out = tmp_path / "out.wav"
+    out, events = tmp_path / "out.wav", tmp_path / "events.jsonl"
     p = subprocess.run(
         [
             sys.executable,
@@ -81,6 +116,8 @@ def test_simulate_turn_on_the_emulated_hc1(tmp_path: Path) -> None:
             str(SAMPLE),
             "--out",
             str(out),
+            "--events",
+            str(events),
         ],
         capture_output=True,
         text=True,
@@ -90,3 +127,7 @@ def test_simulate_turn_on_the_emulated_hc1(tmp_path: Path) -> None:
     assert p.returncode == 0, p.stderr
     assert "answered:" in p.stdout and "replies: 1" in p.stdout, p.stdout
     assert out.is_file() and out.stat().st_size > 1000
+    # The semantic end-of-turn went through the card (SCORE_NEXT), as with --engine llama.
+    scored = [e for e in map(json.loads, events.read_text().splitlines())
+              if e["event"] == "EndOfTurnScored"]
+    assert scored and all(0.0 <= e["probability"] <= 1.0 for e in scored)

@@ -62,6 +62,8 @@ class PlaybackBuffer:
         self.first_sample_pos = -1
         self.played = 0
         self.queued = 0
+        self.paused = False
+        """While set, the audio side plays silence and keeps its place (reversible)."""
 
     def push(self, audio: FloatAudio, turn: int) -> None:
         """Queue audio for ``turn`` (loop side)."""
@@ -86,7 +88,7 @@ class PlaybackBuffer:
             self._flush = False
         filled = 0
         n = out.shape[0]
-        while filled < n and self._chunks:
+        while filled < n and self._chunks and not self.paused:
             audio, turn = self._chunks[0]
             if turn != self.playing_turn:
                 self.playing_turn = turn

@@ -1,4 +1,8 @@
-"""``voicebox bench``: the latency bench on real recorded speech."""
+"""``voicebox bench``: the latency bench on real recorded speech.
+
+The main run, the WER reference, the naive sequential pipeline and the main run pinned
+to one core each run in their own process (see ``workers``); this parent merges them.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +13,20 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from voicebox.bench.report import markdown, waterfall
-from voicebox.bench.run import BenchResult, run_bench, scenario_set, write_json
+from voicebox.bench.compare import judge_difference, ratios
+from voicebox.bench.report import BenchReport, markdown, waterfall
+from voicebox.bench.run import REPRESENTATIVE, BenchResult, from_dict, scenario_set, write_json
+from voicebox.bench.targets import check
+from voicebox.bench.workers import (
+    WorkerFailed,
+    WorkerJob,
+    add_worker_args,
+    run_job,
+    taskset_available,
+    worker_main,
+)
 from voicebox.config import load_config
+from voicebox.errors import VoiceboxError
 
 
 def add_subcommands(sub: Any) -> None:
@@ -23,33 +38,132 @@ def add_subcommands(sub: Any) -> None:
     p.add_argument("--report", type=Path, default=Path("reports/bench"),
                    help="folder for bench.md, waterfall PNGs, JSON and event logs")
     p.add_argument("--idle-s", type=float, default=10.0, help="seconds of silence for idle CPU")
+    p.add_argument("--no-naive", action="store_true",
+                   help="skip the naive sequential pipeline run")
+    p.add_argument("--no-one-core", action="store_true",
+                   help="skip the main run pinned to one core (taskset -c 0)")
+    p.add_argument("--no-whole-asr", action="store_true",
+                   help="skip the whole-utterance faster-whisper WER reference")
+    p.add_argument("--variants-full", action="store_true",
+                   help="run naive and one-core on every scenario, not the representative subset")
+    p.add_argument("--judge-json", type=Path,
+                   help="JSON written by ../shared/bench/v2v.py on the same scenarios: "
+                        "report the difference of the medians")
+    add_worker_args(p)
     p.set_defaults(func=cmd_bench)
+
+
+def _config_args(args: argparse.Namespace) -> list[str]:
+    out: list[str] = []
+    for flag, value in (("--config", args.config), ("--engine", args.engine),
+                        ("--profile", args.profile)):
+        if value is not None:
+            out += [flag, str(value)]
+    return out
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
     config = load_config(args.config, llm__engine=args.engine, llm__profile=args.profile)
-    (args.report / "events").mkdir(parents=True, exist_ok=True)
-    chosen = scenario_set(args.only)
-    results: list[BenchResult] = []
-    main = run_bench(config, chosen, idle_s=args.idle_s, events_dir=args.report / "events")
-    results.append(main)
-    for r in results:
+    args.report.mkdir(parents=True, exist_ok=True)
+    if args._worker:
+        return worker_main(args, config)
+    names = tuple(s.name for s in scenario_set(args.only))
+    if not names:
+        raise VoiceboxError(f"--only {args.only!r} matches no scenario")
+    full_variants = bool(args.only) or args.variants_full
+    variant = names if full_variants else tuple(n for n in names if n in REPRESENTATIVE)
+    notes: list[str] = []
+    if not full_variants:
+        notes.append(f"The naive and one-core runs use a representative subset of "
+                     f"{len(variant)} of the {len(names)} scenarios ({', '.join(variant)}) to "
+                     "keep the bench short; their ratios compare against the main run on "
+                     "the same subset. `--variants-full` runs them on every scenario.")
+    cargs = _config_args(args)
+
+    main = from_dict(run_job(WorkerJob("main", "voicebox", names, args.idle_s), cargs,
+                             args.report))
+    others: list[BenchResult] = []
+    whole: dict[str, list[str]] | None = None
+    if not args.no_whole_asr:
+        whole = _optional(lambda: run_job(WorkerJob("whole_asr", "whole_asr", names), cargs,
+                                          args.report)["texts"], notes, "whole-utterance ASR")
+    if args.no_naive:
+        notes.append("Naive run skipped (--no-naive).")
+    else:
+        data = _optional(lambda: run_job(WorkerJob("naive", "naive", variant), cargs,
+                                         args.report), notes, "naive run")
+        if data is not None:
+            others.append(from_dict(data))
+    if args.no_one_core:
+        notes.append("One-core run skipped (--no-one-core).")
+    elif not taskset_available():
+        notes.append("One-core run skipped: `taskset` not found (util-linux).")
+    else:
+        data = _optional(lambda: run_job(WorkerJob("main", "one_core", variant, args.idle_s,
+                                                   pin_core=0), cargs, args.report),
+                         notes, "one-core run")
+        if data is not None:
+            others.append(from_dict(data))
+    if whole is not None:
+        for r in (main, *others):
+            _attach_whole(r, whole)
+
+    judge = judge_difference(main, args.judge_json) if args.judge_json else None
+    report = BenchReport(
+        command="voicebox bench " + " ".join(shlex.quote(a) for a in sys.argv[2:]),
+        main=main, others=others, ratios=ratios(main, others),
+        checks=check(main.summary, None if judge is None else judge["difference_ms"]),
+        judge=judge, notes=notes)
+    for r in (main, *others):
         write_json(r, args.report / f"{r.label}.json")
         waterfall(r, args.report / f"{r.label}_waterfall.png")
-    command = "voicebox bench " + " ".join(shlex.quote(a) for a in sys.argv[2:])
-    (args.report / "bench.md").write_text(markdown(results, command.strip(), {}))
-    _print_table(results)
-    print(json.dumps({r.label: r.summary for r in results}))
+    (args.report / "bench.md").write_text(markdown(report))
+    _print(report)
+    print(json.dumps(report.summary_line()))
     return 0
 
 
-def _print_table(results: list[BenchResult]) -> None:
-    for r in results:
-        print(f"== {r.label}")
+def _optional(run: Any, notes: list[str], what: str) -> Any:
+    """A secondary run that fails is noted in the report; the bench goes on."""
+    try:
+        return run()
+    except WorkerFailed as exc:
+        notes.append(f"{what} failed: {exc}")
+        print(f"bench: {what} failed: {exc}", file=sys.stderr)
+        return None
+
+
+def _attach_whole(result: BenchResult, texts: dict[str, list[str]]) -> None:
+    from voicebox.bench.run import summarise
+
+    for s in result.scores:
+        for t, text in zip(s.turns, texts.get(s.name, []), strict=False):
+            t.whole_asr_text = text
+    result.summary = summarise(result)
+
+
+def _print(report: BenchReport) -> None:
+    for r in report.all_runs():
+        sm = r.summary
+        print(f"== {r.label} ({sm['scenarios']} scenarios, {sm['cores']} cores)")
         for s in r.scores:
             lat = ", ".join(str(t.latency_ms) for t in s.turns)
-            print(f"  {s.name:24s} latency ms: {lat:14s} cutoffs: {s.cutoffs} "
+            print(f"  {s.name:18s} latency ms: {lat:11s} cutoffs: {s.cutoffs} "
                   f"barge stop ms: {s.barge_stop_ms}")
-        sm = r.summary
-        print(f"  p50 {sm['p50_ms']} ms, p90 {sm['p90_ms']} ms, cutoffs {sm['cutoffs']}, "
-              f"WER {sm['wer']}, idle CPU {sm['idle_cpu_pct']}%, peak RSS {sm['peak_rss_mb']} MB")
+        print(f"  p50 {sm['p50_ms']} ms, p90 {sm['p90_ms']} ms, replied {sm['replied']}/"
+              f"{sm['turns']}, cutoffs {sm['cutoffs']}, WER {sm['wer']} (whole-utterance "
+              f"{sm['wer_whole_asr']}), idle CPU {sm['idle_cpu_pct']}%, run CPU "
+              f"{sm['run_cpu_pct']}%, peak RSS {sm['peak_rss_mb']} MB")
+    for name, rt in report.ratios.items():
+        print(f"== {name}: p50 x{rt['p50_ratio']}, p90 x{rt['p90_ratio']} "
+              f"({rt['scenarios']} scenarios: {rt['other_p50_ms']}/{rt['main_p50_ms']} ms, "
+              f"{rt['other_p90_ms']}/{rt['main_p90_ms']} ms)")
+    if report.judge is not None:
+        j = report.judge
+        print(f"== judge: v2v.py p50 {j['judge_p50_ms']} ms, bench p50 {j['bench_p50_ms']} ms, "
+              f"difference {j['difference_ms']:+} ms")
+    print("== targets (main run)")
+    for c in report.checks:
+        print(f"  {c.verdict:4s} {c.name}: {c.measured} (target {c.target})")
+    for n in report.notes:
+        print(f"  note: {n}")

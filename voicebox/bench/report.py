@@ -1,17 +1,46 @@
-"""Write the bench report: a Markdown table and a PNG waterfall of each turn's stages."""
+"""Write the bench report: targets, runs, ratios, a per-turn table and PNG waterfalls."""
 
 from __future__ import annotations
 
+import os
 import platform
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from voicebox.bench.run import BenchResult
+from voicebox.bench.targets import TargetCheck, check
+
+RUN_TITLES = {"voicebox": "main run", "naive": "naive sequential pipeline",
+              "one_core": "main run pinned to one core (Raspberry-Pi-class point)"}
+
+
+@dataclass(slots=True)
+class BenchReport:
+    """Everything one ``voicebox bench`` invocation measured."""
+
+    command: str
+    main: BenchResult
+    others: list[BenchResult]
+    ratios: dict[str, dict[str, Any]]
+    checks: list[TargetCheck]
+    judge: dict[str, Any] | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def all_runs(self) -> list[BenchResult]:
+        return [self.main, *self.others]
+
+    def summary_line(self) -> dict[str, Any]:
+        """The one JSON line the bench prints."""
+        return {
+            **{r.label: r.summary for r in self.all_runs()},
+            "ratios": self.ratios,
+            "judge": self.judge,
+            "targets": {c.name: c.verdict for c in self.checks},
+        }
 
 
 def machine() -> str:
-    import os
-
     cpu = "unknown CPU"
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -20,35 +49,93 @@ def machine() -> str:
                 break
     except OSError:
         pass
-    return f"{platform.machine()}, {os.cpu_count()} cores ({cpu}), Python {platform.python_version()}"
+    mem = ""
+    try:
+        kb = int(Path("/proc/meminfo").read_text().split()[1])
+        mem = f", {kb / 1024 / 1024:.1f} GB RAM"
+    except (OSError, ValueError, IndexError):
+        pass
+    return (f"{platform.machine()}, {os.cpu_count()} cores ({cpu}){mem}, "
+            f"Linux {platform.release()}, Python {platform.python_version()}")
 
 
-def markdown(results: list[BenchResult], command: str, extra: dict[str, Any]) -> str:
-    lines = [f"# voicebox bench\n\nCommand: `{command}`  \nMachine: {machine()}\n"]
-    keys = ["turns", "replied", "p50_ms", "p90_ms", "cutoffs", "barge_stop_ms", "wer",
-            "idle_cpu_pct", "peak_rss_mb", "event_minus_judge_ms_median"]
-    lines.append("| run | " + " | ".join(keys) + " |")
-    lines.append("|---|" + "---|" * len(keys))
-    for r in results:
-        lines.append(f"| {r.label} | " + " | ".join(str(r.summary.get(k)) for k in keys) + " |")
-    for k, v in extra.items():
-        lines.append(f"\n{k}: {v}")
-    for r in results:
-        lines.append(f"\n## {r.label}: stage medians (ms)\n")
-        for k, v in r.summary["stages_median_ms"].items():
-            lines.append(f"- {k}: {v}")
-        lines.append(f"\n| scenario | turn | latency ms | event ms | confirmed ms | ASR ms | "
-                     "LLM 1st ms | TTS 1st ms | heard |")
-        lines.append("|---|---|---|---|---|---|---|---|---|")
-        for s in r.scores:
-            for i, t in enumerate(s.turns):
-                st = t.stages
-                lines.append(
-                    f"| {s.name} | {i} | {t.latency_ms} | {t.event_latency_ms} | "
-                    f"{st.get('turn_confirmed_ms')} | {st.get('asr_final_ms')} | "
-                    f"{st.get('llm_first_token_ms')} | {st.get('tts_first_audio_ms')} | "
-                    f"{t.transcript} |")
+_KEYS = ["scenarios", "turns", "replied", "p50_ms", "p90_ms", "cutoffs", "pause_cutoffs",
+         "barge_stop_ms", "wer", "wer_whole_asr", "idle_cpu_pct", "run_cpu_pct", "peak_rss_mb",
+         "cores", "wall_s",
+         "event_minus_judge_ms_median"]
+
+
+def markdown(report: BenchReport) -> str:
+    runs = report.all_runs()
+    one = next((r for r in report.others if r.label == "one_core"), None)
+    pinned = {c.name: c for c in check(one.summary)} if one is not None else {}
+    lines = [
+        "# voicebox bench\n",
+        f"Command: `{report.command.strip()}`  ",
+        f"Machine: {machine()}\n",
+        "Each run is a separate process that loads its own models, so peak RSS and CPU are "
+        "per run. Latency is the judge's rule (first 10 ms output frame above -40 dBFS, from "
+        "the labelled end of the user's speech). A cut-off is a reply that starts while the "
+        "user's labelled turn is still going, which includes the inserted 300-600 ms "
+        "mid-sentence pauses; `pause_cutoffs` counts those alone. CPU is % of one core.\n",
+        "## Targets\n",
+        "| target | required | main run | verdict |"
+        + (" one core (`taskset -c 0`) | verdict |" if pinned else ""),
+        "|---|---|---|---|" + ("---|---|" if pinned else ""),
+    ]
+    for c in report.checks:
+        p = pinned.get(c.name) if c.name != "bench vs v2v.py median" else None
+        lines.append(f"| {c.name} | {c.target} | {c.measured} | {c.verdict} |"
+                     + (f" {p.measured} | {p.verdict} |" if p is not None
+                        else " - | - |" if pinned else ""))
+    if pinned:
+        lines.append("\nThe one-core column is the main run on its (smaller) scenario set; "
+                     "the judge-agreement row applies to the main run only.")
+    lines += ["\n## Runs\n", "| | " + " | ".join(r.label for r in runs) + " |",
+              "|---|" + "---|" * len(runs),
+              *(f"| {k} | " + " | ".join(str(r.summary.get(k)) for r in runs) + " |"
+                for k in _KEYS)]
+    if report.ratios:
+        lines += ["\n## Against the main run (same scenarios)\n",
+                  "| comparison | scenarios | p50 ms (other / main) | ratio | "
+                  "p90 ms (other / main) | ratio |", "|---|---|---|---|---|---|"]
+        for name, rt in report.ratios.items():
+            lines.append(f"| {name} | {rt['scenarios']} | {rt['other_p50_ms']} / "
+                         f"{rt['main_p50_ms']} | x{rt['p50_ratio']} | {rt['other_p90_ms']} / "
+                         f"{rt['main_p90_ms']} | x{rt['p90_ratio']} |")
+    if report.judge is not None:
+        j = report.judge
+        lines += ["\n## Agreement with ../shared/bench/v2v.py\n",
+                  f"On {j['scenarios']} scenarios (judge errors: {j['judge_errors']}): judge "
+                  f"p50 {j['judge_p50_ms']} ms, bench p50 {j['bench_p50_ms']} ms, difference "
+                  f"{j['difference_ms']} ms; p90 {j['judge_p90_ms']} / {j['bench_p90_ms']} ms; "
+                  f"cut-offs {j['judge_cutoffs']} / {j['bench_cutoffs']} (v2v.py does not "
+                  "know the labelled pauses). The two are separate runs, so run-to-run noise "
+                  "is part of the difference."]
+    if report.notes:
+        lines += ["\n## Notes\n", *(f"- {n}" for n in report.notes)]
+    for r in report.all_runs():
+        lines += _run_section(r)
     return "\n".join(lines) + "\n"
+
+
+def _run_section(r: BenchResult) -> list[str]:
+    lines = [f"\n## {r.label}: {RUN_TITLES.get(r.label, r.label)}\n",
+             f"![{r.label} waterfall]({r.label}_waterfall.png)\n", "Stage medians (ms): " +
+             ", ".join(f"{k} {v}" for k, v in r.summary["stages_median_ms"].items()) + "\n",
+             "| scenario | turn | latency ms | event ms | confirmed ms | ASR ms | LLM 1st ms | "
+             "TTS 1st ms | barge stop ms | heard (pipeline ASR) | whole-utterance ASR |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for s in r.scores:
+        for i, t in enumerate(s.turns):
+            st = t.stages
+            lines.append(
+                f"| {s.name} | {i} | {t.latency_ms} | {t.event_latency_ms} | "
+                f"{st.get('turn_confirmed_ms')} | {st.get('asr_final_ms')} | "
+                f"{st.get('llm_first_token_ms')} | {st.get('tts_first_audio_ms')} | "
+                f"{s.barge_stop_ms if s.barge_stop_ms and i == len(s.turns) - 1 else ''} | "
+                f"{t.transcript} | {t.whole_asr_text if t.whole_asr_text is not None else ''} |")
+    return lines
 
 
 def waterfall(result: BenchResult, path: Path) -> None:
@@ -59,9 +146,17 @@ def waterfall(result: BenchResult, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     rows = [(f"{s.name}#{i}", t) for s in result.scores for i, t in enumerate(s.turns)]
-    fig, ax = plt.subplots(figsize=(10, 0.35 * len(rows) + 1.5))
+    fig, ax = plt.subplots(figsize=(12, 0.32 * len(rows) + 1.8))
     colours = {"ASR final": "tab:blue", "LLM first token": "tab:orange",
                "TTS first audio": "tab:green"}
+    seen: set[str] = set()
+
+    def once(label: str) -> str | None:
+        if label in seen:
+            return None
+        seen.add(label)
+        return label
+
     for y, (_name, t) in enumerate(rows):
         st = t.stages
         spans = [("ASR final", st.get("asr_done_at_ms"), st.get("asr_final_ms")),
@@ -70,19 +165,28 @@ def waterfall(result: BenchResult, path: Path) -> None:
         for label, done, dur in spans:
             if done is not None and dur is not None:
                 ax.barh(y, dur, left=done - dur, color=colours[label], height=0.6,
-                        label=label if y == 0 else None)
+                        label=once(label))
         if st.get("turn_confirmed_ms") is not None:
             ax.plot(st["turn_confirmed_ms"], y, "k|", markersize=12,
-                    label="turn confirmed" if y == 0 else None)
+                    label=once("turn confirmed"))
         if t.latency_ms is not None:
-            ax.plot(t.latency_ms, y, "r*", label="first reply sample" if y == 0 else None)
-    ax.axvline(0, color="grey", lw=0.8)
-    ax.axvline(200, color="red", lw=0.5, ls="--")
+            ax.plot(t.latency_ms, y, "r*", markersize=9, label=once("first reply sample"))
+            ax.annotate(f"{t.latency_ms:.0f}", (t.latency_ms, y), xytext=(6, -3),
+                        textcoords="offset points", fontsize=7, color="darkred")
+        else:
+            ax.annotate("no reply", (0, y), xytext=(6, -3), textcoords="offset points",
+                        fontsize=7, color="darkred")
+    ax.axvline(0, color="grey", lw=0.8, label="end of user speech")
+    ax.axvline(200, color="red", lw=0.6, ls="--", label="200 ms median target")
     ax.set_yticks(range(len(rows)), [n for n, _ in rows], fontsize=7)
-    ax.invert_yaxis()
-    ax.set_xlabel("ms after the end of the user's speech")
-    ax.set_title(f"{result.label}: stage waterfall per turn")
-    ax.legend(fontsize=7, loc="lower right")
+    ax.set_ylim(len(rows) - 0.5, -0.5)
+    ax.grid(axis="x", lw=0.3, alpha=0.5)
+    ax.set_xlabel("ms after the labelled end of the user's speech (bars: compute time of "
+                  "each stage, ending when it finished)")
+    sm = result.summary
+    ax.set_title(f"{result.label}: stage waterfall per turn (p50 {sm.get('p50_ms')} ms, "
+                 f"p90 {sm.get('p90_ms')} ms, {sm.get('cores')} cores)")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)

@@ -143,7 +143,8 @@ def single_turns(tail_s: float = 4.0) -> list[Scenario]:
 def barge_in() -> Scenario:
     """A question, then the user talks over the reply 1.2 s after it should have started."""
     c = by_name()
-    b = _Builder("barge_two_turns").silence(0.5).speech(c["sense_and_sensibility_01_austen_64kb-0880"])
+    first = c["sense_and_sensibility_01_austen_64kb-0880"]
+    b = _Builder("barge_two_turns").silence(0.5).speech(first)
     at = b.barge_at(2.0)
     b.s.barge.append(round(at + speech_bounds(*read_wav(c["003"].path))[0], 3))
     return b.speech(c["003"]).silence(4.0).done()
@@ -178,9 +179,15 @@ def noisy_turns(snr_db: float = 15.0) -> list[Scenario]:
     return out
 
 
+def warm_up() -> Scenario:
+    """A short unscored turn run first, so no scored turn pays for cold caches."""
+    return _Builder("warm_up").silence(0.3).speech(by_name()["004"]).silence(3.0).done()
+
+
 def sample_utterance() -> Scenario:
     c = by_name()
-    return _Builder("sample").silence(0.5).speech(c["sense_and_sensibility_01_austen_64kb-0880"]).silence(4.0).done()
+    clip = c["sense_and_sensibility_01_austen_64kb-0880"]
+    return _Builder("sample").silence(0.5).speech(clip).silence(4.0).done()
 
 
 def main(argv: list[str] | None = None) -> int:

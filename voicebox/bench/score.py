@@ -32,16 +32,24 @@ class TurnScore:
     """First reply sample according to the PlaybackStarted event."""
     stages: dict[str, float] = field(default_factory=dict)
     transcript: str = ""
+    """The pipeline's final (streaming) transcript."""
     reference: str = ""
+    """What was said (the clip's transcription)."""
+    whole_asr_text: str | None = None
+    """faster-whisper's ordinary whole-utterance transcript of the same turn audio."""
 
 
 @dataclass(slots=True)
 class ScenarioScore:
+    """One scenario: its turns, cut-offs and barge-in stop times (ms)."""
+
     name: str
     turns: list[TurnScore]
     cutoffs: int
     barge_stop_ms: list[float | None]
     wall_s: float = 0.0
+    pause_cutoffs: int = 0
+    """Replies that started inside a labelled mid-sentence pause (part of ``cutoffs``)."""
 
 
 def loud_onsets(audio: FloatAudio, rate_hz: int) -> tuple[list[float], np.ndarray]:
@@ -59,6 +67,7 @@ def score(name: str, labels: dict[str, Any], output: FloatAudio, rate_hz: int,
     texts = labels.get("texts", [])
     cutoffs = 0
     scored: list[TurnScore] = []
+    owned = assign_turns(events, [t["speech_start_s"] for t in turns])
     for i, turn in enumerate(turns):
         start, end = turn["speech_start_s"], turn["speech_end_s"]
         cutoffs += sum(1 for o in onsets if start + 0.05 < o < end - 0.05)
@@ -66,7 +75,7 @@ def score(name: str, labels: dict[str, Any], output: FloatAudio, rate_hz: int,
         after = [o for o in onsets if end - 0.05 <= o < until]
         lat = round((after[0] - end) * 1000) if after else None
         ts = TurnScore(lat, None, reference=texts[i] if i < len(texts) else "")
-        _stages(ts, events, i, end)
+        _stages(ts, events, owned[i], end)
         scored.append(ts)
     barge: list[float | None] = []
     for b in labels.get("barge", []):
@@ -82,8 +91,40 @@ def score(name: str, labels: dict[str, Any], output: FloatAudio, rate_hz: int,
     return ScenarioScore(name, scored, cutoffs, barge)
 
 
-def _stages(ts: TurnScore, events: list[Event], turn: int, end_s: float) -> None:
-    mine = [e for e in events if getattr(e, "turn", None) == turn]
+PRE_START_S = 0.5
+"""A pipeline turn that starts this long before a labelled turn still belongs to it."""
+
+
+def assign_turns(events: list[Event], starts_s: list[float]) -> list[list[int]]:
+    """The pipeline's turn numbers that belong to each labelled turn, by start time.
+
+    A pipeline can split one spoken turn (a 500 ms endpoint inside a pause starts a new
+    turn when the user goes on), so a labelled turn may own several pipeline turns.
+    """
+    began: dict[int, float] = {}
+    for e in events:
+        n = getattr(e, "turn", None)
+        if isinstance(n, int):
+            began[n] = min(began.get(n, e.stream_s), e.stream_s)
+    owned: list[list[int]] = [[] for _ in starts_s]
+    for n, at in sorted(began.items()):
+        i = max((k for k, s in enumerate(starts_s) if s - PRE_START_S <= at), default=0)
+        if i < len(owned):
+            owned[i].append(n)
+    return owned
+
+
+def _stages(ts: TurnScore, events: list[Event], owned: list[int], end_s: float) -> None:
+    """Stage timings from the owned pipeline turn that replied (else the last one); the
+    transcript joins the last final transcript of each owned pipeline turn."""
+    finals: dict[int, str] = {}
+    for e in events:
+        if isinstance(e, TranscriptFinal) and e.turn in owned:
+            finals[e.turn] = e.text
+    ts.transcript = " ".join(t for t in finals.values() if t)
+    played = [e.turn for e in events if isinstance(e, PlaybackStarted) and e.turn in owned]
+    turn = played[-1] if played else (owned[-1] if owned else None)
+    mine = [e for e in events if turn is not None and getattr(e, "turn", None) == turn]
 
     def last(kind: type) -> Any:
         found = [e for e in mine if isinstance(e, kind)]
@@ -93,7 +134,6 @@ def _stages(ts: TurnScore, events: list[Event], turn: int, end_s: float) -> None
     final, tok, tts = last(TranscriptFinal), last(LlmFirstToken), last(TtsFirstAudio)
     inter = last(Interrupted)
     if final is not None:
-        ts.transcript = final.text
         ts.stages["asr_final_ms"] = final.compute_ms
         ts.stages["asr_done_at_ms"] = round((final.stream_s - end_s) * 1000)
     if tok is not None:
@@ -123,7 +163,7 @@ def wer(reference: str, hypothesis: str) -> tuple[int, int]:
 
 
 _NUMBERS = {str(i): w for i, w in enumerate(
-    "zero one two three four five six seven eight nine ten".split())}
+    ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"])}
 _SPELLING = {"mr": "mister", "mrs": "missus"}
 
 

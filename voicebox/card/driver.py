@@ -27,6 +27,7 @@ from voicebox.card.protocol import (
     Reply,
     encode,
     error_name,
+    wire_messages,
 )
 from voicebox.card.transport import Transport, open_transport
 from voicebox.engines.protocols import ChatMessage
@@ -71,6 +72,29 @@ class PrefillInfo:
     cached_tokens: int
     new_tokens: int
     evicted_messages: int
+    card_ms: float = 0.0
+    """Prefill time of an open turn (a reply's prefill is charged in its DONE)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Scored:
+    """The card's answer to SCORE_NEXT, checked: every probability is in 0..1."""
+
+    probabilities: tuple[float, ...]
+    """Next-token probability of each candidate (its first token), in order."""
+    end_of_turn: float | None
+    """Mass of the card's end-of-turn set (``.``, ``?``, ``!``, end of message), if asked."""
+    prompt_tokens: int
+    """The scored prompt, cut after the user's words, after eviction."""
+    cached_tokens: int
+    new_tokens: int
+    evicted_messages: int
+    card_ms: float
+    """Prefill of the new tokens plus one forward pass, by the timing model."""
+    wall_ms: float
+    lag_ms: float
+    energy_mj: float
+    throttled: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,7 +236,7 @@ class CardDriver:
         self._request(Command.CLOSE, session, None, Reply.CLOSED)
 
     def count_tokens(self, messages: Sequence[ChatMessage]) -> int:
-        body = {"messages": _wire_messages(messages)}
+        body = {"messages": wire_messages(messages)}
         return int(self._request(Command.COUNT, NO_SESSION, body, Reply.COUNTED).body["tokens"])
 
     def prefill(
@@ -222,23 +246,60 @@ class CardDriver:
         *,
         reserve_tokens: int,
         continuation: str = "",
+        open_turn: bool = False,
     ) -> PrefillInfo:
-        """Set the session's prompt; the card may evict old exchanges (PrefillInfo says)."""
-        body = {
-            "messages": _wire_messages(messages),
+        """Set the session's prompt; the card may evict old exchanges (PrefillInfo says).
+
+        ``open_turn``: only warm the KV cache with the prompt cut after the last user
+        message's words (the user is still speaking); no GENERATE may follow it.
+        """
+        body: dict[str, Any] = {
+            "messages": wire_messages(messages),
             "reserve_tokens": reserve_tokens,
             "continuation": continuation,
         }
+        if open_turn:
+            body["open_turn"] = True
         # Prefill on an emulated card tokenizes on the host: allow the first-token budget.
         b = self._request(
             Command.PREFILL, session, body, Reply.PREFILLED, timeout_s=self.timeouts.first_token_s
         ).body
-        return PrefillInfo(
-            int(b["prompt_tokens"]),
-            int(b["cached_tokens"]),
-            int(b["new_tokens"]),
-            int(b["evicted_messages"]),
-        )
+        try:
+            return PrefillInfo(
+                int(b["prompt_tokens"]),
+                int(b["cached_tokens"]),
+                int(b["new_tokens"]),
+                int(b["evicted_messages"]),
+                float(b.get("card_ms", 0.0)),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CardProtocolError(f"card sent a malformed PREFILLED: {exc!r}") from exc
+
+    def score_next(
+        self,
+        session: int,
+        messages: Sequence[ChatMessage],
+        *,
+        reserve_tokens: int,
+        candidates: Sequence[str] = (),
+        end_of_turn: bool = False,
+    ) -> Scored:
+        """Next-token probabilities right after the last user message's words.
+
+        The card evicts as PREFILL would for ``messages`` and ``reserve_tokens`` and keeps
+        the scored prompt in the session's KV cache for the reply's PREFILL. A malformed
+        answer (wrong count, a probability outside 0..1 or NaN) is a CardProtocolError.
+        """
+        body: dict[str, Any] = {
+            "messages": wire_messages(messages),
+            "reserve_tokens": reserve_tokens,
+            "candidates": list(candidates),
+            "end_of_turn": end_of_turn,
+        }
+        b = self._request(
+            Command.SCORE_NEXT, session, body, Reply.SCORED, timeout_s=self.timeouts.first_token_s
+        ).body
+        return _scored(b, len(candidates), end_of_turn)
 
     def generate(
         self, session: int, max_tokens: int, cancel: threading.Event
@@ -350,10 +411,6 @@ class CardDriver:
             self._transport.close()
 
 
-def _wire_messages(messages: Sequence[ChatMessage]) -> list[dict[str, str]]:
-    return [{"role": m.role, "content": m.content} for m in messages]
-
-
 def _remote(frame: Frame) -> CardRemoteError:
     code = int(frame.body.get("code", 0))
     return CardRemoteError(code, error_name(code), str(frame.body.get("message", "")))
@@ -374,3 +431,35 @@ def _done(b: dict[str, Any]) -> StreamDone:
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise CardProtocolError(f"card sent a malformed DONE: {exc!r}") from exc
+
+
+def _scored(b: dict[str, Any], candidates: int, end_of_turn: bool) -> Scored:
+    try:
+        raw = b["probabilities"]
+        if not isinstance(raw, list) or len(raw) != candidates:
+            raise ValueError(f"{candidates} probabilities expected, got {raw!r}")
+        eot = b["end_of_turn"]
+        if end_of_turn != (eot is not None):
+            raise ValueError(f"end_of_turn {'missing' if end_of_turn else 'not asked for'}")
+        return Scored(
+            tuple(_probability(p) for p in raw),
+            None if eot is None else _probability(eot),
+            int(b["prompt_tokens"]),
+            int(b["cached_tokens"]),
+            int(b["new_tokens"]),
+            int(b["evicted_messages"]),
+            float(b["card_ms"]),
+            float(b["wall_ms"]),
+            float(b["lag_ms"]),
+            float(b["energy_mj"]),
+            bool(b["throttled"]),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CardProtocolError(f"card sent a malformed SCORED: {exc}") from exc
+
+
+def _probability(p: object) -> float:
+    """``p`` if it is a probability; NaN, infinities, bools and strings are not."""
+    if isinstance(p, bool) or not isinstance(p, int | float) or not 0.0 <= p <= 1.0:
+        raise ValueError(f"{p!r} is not a probability")
+    return float(p)

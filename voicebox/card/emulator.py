@@ -26,10 +26,10 @@ from voicebox.card.protocol import (
     FrameDecoder,
     Reply,
     encode,
+    parse_messages,
 )
 from voicebox.card.standin import StandInModel
 from voicebox.card.timing import CardTiming
-from voicebox.engines.protocols import ChatMessage
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -231,26 +231,12 @@ class CardEmulator:
                 fw.close(sid)
                 self._reply(conn, frame, Reply.CLOSED, {})
             case Command.COUNT:
-                tokens = fw.count(_messages(body))
+                tokens = fw.count(parse_messages(body))
                 self._reply(conn, frame, Reply.COUNTED, {"tokens": tokens})
             case Command.PREFILL:
-                done = fw.prefill(
-                    sid,
-                    _messages(body),
-                    reserve_tokens=int(body.get("reserve_tokens", 1)),
-                    continuation=str(body.get("continuation", "")),
-                )
-                self._reply(
-                    conn,
-                    frame,
-                    Reply.PREFILLED,
-                    {
-                        "prompt_tokens": done.prompt_tokens,
-                        "cached_tokens": done.cached_tokens,
-                        "new_tokens": done.new_tokens,
-                        "evicted_messages": done.evicted_messages,
-                    },
-                )
+                self._prefill(conn, frame)
+            case Command.SCORE_NEXT:
+                self._score(conn, frame)
             case Command.GENERATE:
                 self._generate(conn, frame, deferred)
             case Command.CANCEL:
@@ -261,6 +247,96 @@ class CardEmulator:
                 self._reply(conn, frame, Reply.STATUS, self._status())
             case _:
                 self._error(conn, frame, ErrorCode.UNKNOWN_COMMAND, f"command {frame.type:#x}")
+
+    def _prefill(self, conn: _Connection, frame: Frame) -> None:
+        body, t0 = frame.body, time.monotonic()
+        timing = CardTiming(self.profile, throttled=self.throttled)
+        open_turn = bool(body.get("open_turn", False))
+        done = self.firmware.prefill(
+            frame.session,
+            parse_messages(body),
+            reserve_tokens=int(body.get("reserve_tokens", 1)),
+            continuation=str(body.get("continuation", "")),
+            open_turn=open_turn,
+        )
+        # A reply's prefill is charged by its GENERATE; an open turn's is charged here.
+        card_ms = timing.prefill_ms(done.new_tokens) if open_turn else 0.0
+        answer = {
+            "prompt_tokens": done.prompt_tokens,
+            "cached_tokens": done.cached_tokens,
+            "new_tokens": done.new_tokens,
+            "evicted_messages": done.evicted_messages,
+            "card_ms": card_ms,
+        }
+        if open_turn:
+            self._answer_model_command(conn, frame, Reply.PREFILLED, answer, timing, t0)
+        else:
+            self._reply(conn, frame, Reply.PREFILLED, answer)
+
+    def _score(self, conn: _Connection, frame: Frame) -> None:
+        body, t0 = frame.body, time.monotonic()
+        timing = CardTiming(self.profile, throttled=self.throttled)
+        candidates = body.get("candidates", [])
+        if not isinstance(candidates, list) or not all(isinstance(c, str) for c in candidates):
+            raise TypeError("candidates must be a list of strings")
+        scored = self.firmware.score(
+            frame.session,
+            parse_messages(body),
+            reserve_tokens=int(body.get("reserve_tokens", 1)),
+            candidates=candidates,
+            end_of_turn=bool(body.get("end_of_turn", False)),
+        )
+        done = scored.prefilled
+        answer = {
+            "probabilities": scored.probabilities,
+            "end_of_turn": scored.end_of_turn,
+            "prompt_tokens": done.prompt_tokens,
+            "cached_tokens": done.cached_tokens,
+            "new_tokens": done.new_tokens,
+            "evicted_messages": done.evicted_messages,
+            # Prefill of the new tokens, then the logits of one forward pass: a first token.
+            "card_ms": timing.token_ms(done.new_tokens, 0),
+        }
+        self._answer_model_command(conn, frame, Reply.SCORED, answer, timing, t0)
+
+    def _answer_model_command(
+        self,
+        conn: _Connection,
+        frame: Frame,
+        type_: Reply,
+        answer: dict[str, Any],
+        timing: CardTiming,
+        t0: float,
+    ) -> None:
+        """Send the answer of a command that ran the model: paced, accounted, fault-prone.
+
+        One-shot faults due at token 0 fire here (the answer counts as a reply's token 0).
+        """
+        card_ms = float(answer["card_ms"])
+        delay = t0 + card_ms / 1000.0 - time.monotonic()
+        if self.pace and delay > 0:
+            time.sleep(delay)
+        wall_ms = (time.monotonic() - t0) * 1000.0
+        energy = timing.energy_mj(card_ms)
+        self.counters["card_ms_total"] += card_ms
+        self.counters["energy_mj_total"] += energy
+        if self._stream_fault(conn, frame.session, 0):
+            return
+        data = encode(
+            type_,
+            frame.session,
+            frame.seq,
+            {
+                **answer,
+                "wall_ms": wall_ms,
+                "lag_ms": max(0.0, wall_ms - card_ms),
+                "energy_mj": energy,
+                "throttled": timing.throttled,
+            },
+        )
+        if self._armed(FaultKind.TRUNCATE, 0):
+            data = data[: len(data) // 2]
+        conn.send(data)
 
     def _reset(self, conn: _Connection, frame: Frame) -> None:
         self.firmware.reset()
@@ -383,19 +459,6 @@ class CardEmulator:
             junk = bytes(self._rng.randrange(256) for _ in range(48))
             conn.send(junk[:20] + MAGIC + junk[20:])
         return False
-
-
-def _messages(body: dict[str, Any]) -> list[ChatMessage]:
-    raw = body["messages"]
-    if not isinstance(raw, list):
-        raise TypeError("messages must be a list")
-    out = []
-    for m in raw:
-        role, content = m["role"], m["content"]
-        if role not in ("system", "user", "assistant") or not isinstance(content, str):
-            raise ValueError(f"bad message {m!r}")
-        out.append(ChatMessage(role, content))
-    return out
 
 
 def temp_socket_path(name: str = "card") -> Path:

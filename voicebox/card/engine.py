@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from voicebox.card.driver import CardDriver, CardIdentity, StreamDone, TokenPiece
 from voicebox.card.errors import (
@@ -20,9 +21,14 @@ from voicebox.card.errors import (
     CardTimeoutError,
 )
 from voicebox.card.protocol import ErrorCode
+from voicebox.engines.llama_llm import strip_trailing_punctuation
 from voicebox.engines.protocols import ChatMessage
 
 _LOGGER = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+_FAULTS = (CardResetError, CardProtocolError, CardTimeoutError, CardLinkError, CardRemoteError)
+"""What the engine recovers from (a CardRemoteError only if it is NO_SESSION)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +61,23 @@ class ReplyStats:
     """Whether the card was thermally throttled."""
 
 
+@dataclass(frozen=True, slots=True)
+class ScoreStats:
+    """One end-of-turn score, in card time and in wall time."""
+
+    probability: float
+    prompt_tokens: int
+    """The scored prompt (cut after the user's words) as the card kept it."""
+    new_tokens: int
+    """Tokens the card prefilled for it (the rest was in the session's KV cache)."""
+    card_ms: float
+    """Prefill of the new tokens plus one forward pass, by the timing model."""
+    wall_ms: float
+    """Host-measured time of the call (recoveries included)."""
+    emulation_lag_ms: float
+    recoveries: int
+
+
 class CardLlmEngine:
     """A chat model that lives on a card (emulated or real), behind one CardDriver.
 
@@ -62,7 +85,8 @@ class CardLlmEngine:
     a token frame, the engine recovers (reset, reopen, re-prefill the conversation
     plus the reply so far) and continues the reply where it stopped, so the
     pipeline never sees a repeated or a garbage piece. After ``max_recoveries``
-    failed attempts in one reply it raises CardError.
+    failed attempts in one reply it raises CardError. It is also an EndOfTurnScorer
+    (SCORE_NEXT and open-turn PREFILL), with the same recovery rules.
     """
 
     def __init__(
@@ -70,15 +94,19 @@ class CardLlmEngine:
         driver: CardDriver,
         *,
         max_recoveries: int = 3,
+        reserve_tokens: int = 64,
         on_close: Callable[[], None] | None = None,
     ) -> None:
         self._driver = driver
         self._max_recoveries = max_recoveries
+        self._reserve_tokens = reserve_tokens
         self._on_close = on_close
         self._session: int | None = None
         self.identity: CardIdentity = driver.identify()
         self.last_stats: ReplyStats | None = None
         """Statistics of the last finished reply."""
+        self.last_score: ScoreStats | None = None
+        """Statistics of the last end-of-turn score."""
         _LOGGER.info(
             "card %s (%s, %s) at %s",
             self.identity.profile,
@@ -121,6 +149,7 @@ class CardLlmEngine:
         self, messages: Sequence[ChatMessage], *, max_tokens: int, cancel: threading.Event
     ) -> Iterator[str]:
         t0 = time.monotonic()
+        self._reserve_tokens = max_tokens  # scores evict as this reply's PREFILL will
         parts: list[str] = []
         first_wall: float | None = None
         card_ms = lag_ms = energy_mj = 0.0
@@ -155,28 +184,9 @@ class CardLlmEngine:
                             event.card_ttft_ms if math.isnan(card_ttft_ms) else card_ttft_ms
                         )
                 break
-            except (
-                CardResetError,
-                CardProtocolError,
-                CardTimeoutError,
-                CardLinkError,
-                CardRemoteError,
-            ) as exc:
-                if isinstance(exc, CardRemoteError) and exc.code != ErrorCode.NO_SESSION:
-                    raise
+            except _FAULTS as exc:
                 recoveries += 1
-                if recoveries > self._max_recoveries:
-                    raise CardError(
-                        f"card at {self._driver.device} failed {recoveries} times in one reply; "
-                        f"last error: {exc}"
-                    ) from exc
-                _LOGGER.warning(
-                    "card fault (%s); recovering, then resuming at piece %d", exc, len(parts)
-                )
-                if not isinstance(exc, CardProtocolError):
-                    self._session = None  # the card's sessions are gone (or will be)
-                if isinstance(exc, CardTimeoutError | CardLinkError):
-                    self._driver.recover()
+                self._recover(exc, recoveries, "reply", f"resuming at piece {len(parts)}")
         self.last_stats = ReplyStats(
             tokens=len(parts),
             finish=finish,
@@ -192,6 +202,70 @@ class CardLlmEngine:
             throttled=throttled,
         )
 
+    def end_of_turn_probability(self, messages: Sequence[ChatMessage]) -> float:
+        """Probability that the last user message is a finished turn (SCORE_NEXT).
+
+        The card cuts the prompt right after the user's words and returns the mass of
+        ``.``, ``?``, ``!`` and its end-of-message token; the scored prompt stays in the
+        session's KV cache, so the reply that follows prefills only the tail.
+        """
+        if not _user_words(messages):
+            return 0.0
+        t0 = time.monotonic()
+        scored, recoveries = self._with_recovery(
+            "score",
+            lambda session: self._driver.score_next(
+                session, messages, reserve_tokens=self._reserve_tokens, end_of_turn=True
+            ),
+        )
+        assert scored.end_of_turn is not None  # the driver checked the answer
+        self.last_score = ScoreStats(
+            probability=scored.end_of_turn,
+            prompt_tokens=scored.prompt_tokens,
+            new_tokens=scored.new_tokens,
+            card_ms=scored.card_ms,
+            wall_ms=(time.monotonic() - t0) * 1000.0,
+            emulation_lag_ms=scored.lag_ms,
+            recoveries=recoveries,
+        )
+        return scored.end_of_turn
+
+    def prefill(self, messages: Sequence[ChatMessage]) -> None:
+        """Warm the session's KV cache with the prompt up to the user's words so far."""
+        if not _user_words(messages):
+            return
+        self._with_recovery(
+            "prefill",
+            lambda session: self._driver.prefill(
+                session, messages, reserve_tokens=self._reserve_tokens, open_turn=True
+            ),
+        )
+
+    def _with_recovery(self, what: str, call: Callable[[int], _T]) -> tuple[_T, int]:
+        """``call(session)`` under the recovery rules; its result and the recoveries it took."""
+        recoveries = 0
+        while True:
+            try:
+                return call(self._ensure_session()), recoveries
+            except _FAULTS as exc:
+                recoveries += 1
+                self._recover(exc, recoveries, what, "retrying")
+
+    def _recover(self, exc: Exception, attempt: int, what: str, then: str) -> None:
+        """Bring the card back after ``exc`` (the ``attempt``-th fault), or raise."""
+        if isinstance(exc, CardRemoteError) and exc.code != ErrorCode.NO_SESSION:
+            raise exc
+        if attempt > self._max_recoveries:
+            raise CardError(
+                f"card at {self._driver.device} failed {attempt} times in one {what}; "
+                f"last error: {exc}"
+            ) from exc
+        _LOGGER.warning("card fault in %s (%s); recovering, then %s", what, exc, then)
+        if not isinstance(exc, CardProtocolError):
+            self._session = None  # the card's sessions are gone (or will be)
+        if isinstance(exc, CardTimeoutError | CardLinkError):
+            self._driver.recover()
+
     def close(self) -> None:
         if self._session is not None:
             with contextlib.suppress(CardError, OSError):
@@ -201,3 +275,12 @@ class CardLlmEngine:
         if self._on_close is not None:
             self._on_close()
             self._on_close = None
+
+
+def _user_words(messages: Sequence[ChatMessage]) -> str:
+    """The last user message's words (empty: nothing to score or prefill)."""
+    if not messages:
+        return ""
+    if messages[-1].role != "user":
+        raise ValueError(f"the last message must be the user's, not {messages[-1].role!r}")
+    return strip_trailing_punctuation(messages[-1].content)

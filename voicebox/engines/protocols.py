@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Literal, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
@@ -97,4 +97,17 @@ class TtsEngine(Protocol):
 
     def synthesize(self, text: str) -> FloatAudio:
         """Speak ``text``; returns mono float32 audio at ``sample_rate_hz``."""
+        ...
+
+
+@runtime_checkable
+class EndOfTurnScorer(Protocol):
+    """An LLM that can say whether the user's words so far make a finished turn."""
+
+    def end_of_turn_probability(self, messages: Sequence[ChatMessage]) -> float:
+        """Probability that the last user message is complete (0..1)."""
+        ...
+
+    def prefill(self, messages: Sequence[ChatMessage]) -> None:
+        """Warm the cache with the prompt for ``messages`` (stable partial transcripts)."""
         ...

@@ -6,7 +6,7 @@ import logging
 import os
 
 from voicebox.config import Config
-from voicebox.engines.protocols import LlmEngine, VadEngine
+from voicebox.engines.protocols import AsrEngine, LlmEngine, VadEngine
 from voicebox.models.locate import packaged_path
 from voicebox.runtime.reply import Engines
 from voicebox.runtime.workers import EngineWorker
@@ -41,7 +41,14 @@ def load_engines(config: Config) -> tuple[VadEngine, Engines]:
     from voicebox.engines.whisper_asr import WhisperAsrEngine
 
     vad = load_vad(config)
-    asr = WhisperAsrEngine(config.models.asr or packaged_path("asr"), threads=config.asr_threads)
+    asr_dir = config.models.asr or packaged_path("asr")
+    asr: AsrEngine
+    if config.asr_mode == "whole":
+        from voicebox.engines.whole_asr import WholeUtteranceAsrEngine
+
+        asr = WholeUtteranceAsrEngine(asr_dir, threads=config.asr_threads)
+    else:
+        asr = WhisperAsrEngine(asr_dir, threads=config.asr_threads)
     tts = PiperTtsEngine(config.models.tts or packaged_path("tts"))
     llm = load_llm(config)
     engines = Engines(

@@ -6,6 +6,11 @@ import re
 
 _END = re.compile(r"[.!?;:](?=\s)|\n")
 _SOFT = re.compile(r",(?=\s)")
+_WORD_END = re.compile(r"\S+(?=\s)")
+_PHRASE_STARTS = frozenset(
+    "who which that and but or because so when while if to for with about as than "
+    "where since although though until".split()
+)
 _UNSPEAKABLE = re.compile(r"[*_#`~<>\[\]{}|]|[\U0001F000-\U0001FAFF\u2600-\u27BF]")
 
 
@@ -13,15 +18,19 @@ class ClauseSplitter:
     """Feed text pieces; get clauses back as soon as they end.
 
     A sentence end always closes a clause. A comma closes one once it holds
-    ``min_words`` words; the first clause of a reply may close earlier so the first
-    audio is short and quick.
+    ``min_words`` words. The first clause of a reply closes earlier, at a comma after
+    ``first_min_words`` or, failing punctuation, after ``first_max_words`` words, so the
+    first audio is short and quick.
     """
 
-    def __init__(self, *, first_min_words: int = 2, min_words: int = 6) -> None:
+    def __init__(
+        self, *, first_min_words: int = 2, min_words: int = 6, first_max_words: int = 4
+    ) -> None:
         self._buf = ""
         self._first = True
         self._first_min = first_min_words
         self._min = min_words
+        self._first_max = first_max_words
 
     def feed(self, piece: str) -> list[str]:
         self._buf += piece
@@ -49,7 +58,18 @@ class ClauseSplitter:
                 break
             if len(self._buf[: soft.start()].split()) >= need:
                 return soft.end()
-        return end.end() if end else None
+        if end is not None:
+            return end.end()
+        if self._first and self._first_max:
+            # No punctuation yet: end the first clause early so the first audio is short
+            # and quick to synthesize, before a word that starts a phrase if one comes.
+            words = list(_WORD_END.finditer(self._buf))
+            for i in range(self._first_min + 1, min(len(words), self._first_max + 4)):
+                if words[i].group().lower() in _PHRASE_STARTS:
+                    return words[i - 1].end()
+            if len(words) > self._first_max + 3:
+                return words[self._first_max + 2].end()
+        return None
 
 
 def clean(text: str) -> str:

@@ -15,8 +15,14 @@ import numpy as np
 from voicebox.audio.resample import StreamResampler
 from voicebox.audio.ring import DuplexCore
 from voicebox.config import Config
-from voicebox.engines.protocols import ASR_SAMPLE_RATE_HZ, FloatAudio, VadEngine
+from voicebox.engines.protocols import (
+    ASR_SAMPLE_RATE_HZ,
+    EndOfTurnScorer,
+    FloatAudio,
+    VadEngine,
+)
 from voicebox.events import (
+    EndOfTurnScored,
     Event,
     EventLog,
     Interrupted,
@@ -29,6 +35,7 @@ from voicebox.events import (
     TranscriptPartial,
     TurnEnded,
 )
+from voicebox.runtime.bargein import EnergyGate
 from voicebox.runtime.memory import Conversation
 from voicebox.runtime.reply import Engines, Reply
 from voicebox.runtime.turns import Decision, TurnDetector
@@ -87,6 +94,9 @@ class Pipeline:
         )
         self._stop = asyncio.Event()
         self._error: BaseException | None = None
+        self._required_silence_ms = float(config.turn.end_of_turn_ms)
+        self._gate = EnergyGate() if config.turn.fast_barge_in else None
+        self._turn_end_s: dict[int, float] = {}
 
     # -- events -----------------------------------------------------------------
 
@@ -99,6 +109,7 @@ class Pipeline:
         _pos, samples = self._core.input.read_new()
         if samples.size:
             block = self._resampler.process(samples)
+            self._gate_block(block)
             self._pending = np.concatenate([self._pending, block]) if self._pending.size else block
             while self._pending.shape[0] >= self._frame:
                 frame, self._pending = self._pending[: self._frame], self._pending[self._frame :]
@@ -109,6 +120,22 @@ class Pipeline:
         self._watch_playback()
         if self._stop_when_idle is not None and self._idle() and self._stop_when_idle():
             self._stop.set()
+
+    def _gate_block(self, block: FloatAudio) -> None:
+        """Pause a playing reply as soon as the user seems to start speaking."""
+        if self._gate is None:
+            return
+        gate, pb, reply = self._gate, self._core.playback, self._reply
+        playing = reply is not None and reply.released and not pb.idle
+        loud = gate.loud(block, track_floor=not playing and not self._detector.in_turn)
+        now = self._core.stream_s
+        if gate.ducked_at is None:
+            if playing and loud:
+                pb.paused = True
+                gate.ducked_at = now
+        elif now - gate.ducked_at > gate.confirm_s or not playing:
+            pb.paused = False  # the VAD did not confirm: carry on speaking
+            gate.ducked_at = None
 
     def _idle(self) -> bool:
         return (
@@ -151,6 +178,7 @@ class Pipeline:
             decision = self._detector.update(prob, end_s)
             if decision is not None:
                 self._decide(decision)
+            self._check_semantic_end()
 
     def _decide(self, decision: Decision) -> None:
         turn = self._detector.turn
@@ -173,17 +201,32 @@ class Pipeline:
         elif decision is Decision.END:
             self._end_turn()
 
-    def end_turn_now(self) -> None:
-        """Confirm the current turn early (semantic end-of-turn)."""
-        if self._detector.end_now():
-            self._end_turn()
+    def _scored(self, reply: Reply) -> None:
+        """The reply's end-of-turn probability is known: set the silence that confirms it."""
+        if reply is not self._reply or reply.eot_probability is None:
+            return
+        cfg, p = self._cfg.turn, reply.eot_probability
+        required = (cfg.fast_end_ms if p >= cfg.eot_high
+                    else cfg.mid_end_ms if p >= cfg.eot_low else cfg.end_of_turn_ms)
+        self._required_silence_ms = float(required)
+        n, ms = reply.turn, reply.eot_compute_ms
+        self._emit(lambda t, s: EndOfTurnScored(t, s, n, round(p, 4), required, ms))
+        self._check_semantic_end()
 
-    def _end_turn(self) -> None:
+    def _check_semantic_end(self) -> None:
+        reply = self._reply
+        if (reply is None or reply.released or reply.eot_probability is None
+                or not self._detector.in_turn):
+            return
+        if self._detector.silence_ms >= self._required_silence_ms and self._detector.end_now():
+            self._end_turn("semantic")
+
+    def _end_turn(self, reason: str = "silence") -> None:
         turn, n = self._detector.turn, self._turn
         self._turn_end_s[n] = turn.speech_end_s
         self._emit(lambda t, s: SpeechEnded(t, s, n, round(turn.speech_end_s, 3)))
         self._emit(lambda t, s: TurnEnded(t, s, n, round(turn.speech_end_s, 3),
-                                          round(turn.silence_s * 1000, 1), "silence"))
+                                          round(turn.silence_s * 1000, 1), reason))
         if self._reply is None:
             self._start_reply()
         assert self._reply is not None
@@ -197,7 +240,8 @@ class Pipeline:
         reply = Reply(
             turn=self._turn, audio=audio, engines=self._eng, conversation=self.conversation,
             playback=self._core.playback, device_rate_hz=self._core.sample_rate_hz,
-            max_tokens=self._cfg.llm.max_reply_tokens, emit=self._emit,
+            max_tokens=self._cfg.llm.max_reply_tokens, stream_tts=self._cfg.llm.stream_tts,
+            score_end_of_turn=self._cfg.turn.semantic, on_scored=self._scored, emit=self._emit,
         )
         reply.task.add_done_callback(self._reply_finished)
         self._reply = reply
@@ -223,6 +267,9 @@ class Pipeline:
         assert reply is not None
         pb = self._core.playback
         pb.clear()
+        pb.paused = False
+        if self._gate is not None:
+            self._gate.ducked_at = None
         reply.cancel()
         self._reply = None
         played = pb.played if pb.playing_turn == reply.turn else 0
@@ -236,7 +283,8 @@ class Pipeline:
         asr, worker = self._eng.asr, self._eng.asr_worker
         while self._turn == turn and self._detector.in_turn:
             await asyncio.sleep(interval)
-            if self._turn != turn or not self._detector.in_turn or self._reply is not None:
+            if (self._turn != turn or not self._detector.in_turn or self._reply is not None
+                    or self._detector.turn.silence_s > 0):
                 continue
             if len(self._turn_audio) <= self._last_partial_frames:
                 continue
@@ -247,12 +295,19 @@ class Pipeline:
             if self._turn == turn and self._detector.in_turn:
                 ms = round((time.monotonic() - t0) * 1000, 1)
                 self._emit(lambda t, s: TranscriptPartial(t, s, turn, text, ms))
+                await self._prefill(text)
+
+    async def _prefill(self, partial: str) -> None:
+        """Warm the LLM's cache with the words so far, so the reply prefills only the tail."""
+        llm = self._eng.llm
+        if not partial or not self._cfg.turn.semantic or not isinstance(llm, EndOfTurnScorer):
+            return
+        await self._eng.llm_worker.run(llm.prefill, self.conversation.prompt(partial))
 
     # -- lifecycle -------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
         """Run until ``stop`` is set (or, in simulation, until the input is done)."""
-        self._turn_end_s: dict[int, float] = {}
         device_stop = self._stop
         tasks = [
             asyncio.create_task(self._device.run(self._on_block, device_stop), name="device"),

@@ -12,7 +12,13 @@ import numpy as np
 
 from voicebox.audio.resample import resample
 from voicebox.audio.ring import PlaybackBuffer
-from voicebox.engines.protocols import AsrEngine, FloatAudio, LlmEngine, TtsEngine
+from voicebox.engines.protocols import (
+    AsrEngine,
+    EndOfTurnScorer,
+    FloatAudio,
+    LlmEngine,
+    TtsEngine,
+)
 from voicebox.events import (
     Event,
     LlmFirstToken,
@@ -20,7 +26,7 @@ from voicebox.events import (
     TranscriptFinal,
     TtsFirstAudio,
 )
-from voicebox.runtime.clauses import ClauseSplitter
+from voicebox.runtime.clauses import ClauseSplitter, clean
 from voicebox.runtime.memory import Conversation
 from voicebox.runtime.workers import EngineWorker
 
@@ -55,6 +61,9 @@ class Reply:
         playback: PlaybackBuffer,
         device_rate_hz: int,
         max_tokens: int,
+        stream_tts: bool = True,
+        score_end_of_turn: bool = False,
+        on_scored: Callable[[Reply], None] | None = None,
         emit: Callable[[Callable[[float, float], Event]], None],
     ) -> None:
         self.turn = turn
@@ -71,6 +80,12 @@ class Reply:
         self._playback = playback
         self._rate = device_rate_hz
         self._max_tokens = max_tokens
+        self._stream_tts = stream_tts
+        self._score = score_end_of_turn and isinstance(engines.llm, EndOfTurnScorer)
+        self._on_scored = on_scored
+        self.eot_probability: float | None = None
+        """The LLM's end-of-turn probability, once scored (None: not scored)."""
+        self.eot_compute_ms = 0.0
         self._emit = emit
         self._held: list[FloatAudio] = []
         self._cancel = threading.Event()
@@ -118,7 +133,16 @@ class Reply:
             self.generating = False
             return
         messages = self._conversation.prompt(transcript)
+        if self._score:
+            llm = eng.llm
+            assert isinstance(llm, EndOfTurnScorer)
+            t2 = time.monotonic()
+            self.eot_probability = await eng.llm_worker.run(llm.end_of_turn_probability, messages)
+            self.eot_compute_ms = _ms(t2)
+            if self._on_scored is not None:
+                self._on_scored(self)
         splitter = ClauseSplitter()
+        whole: list[str] = []
         t1 = time.monotonic()
         pieces = eng.llm_worker.stream(
             lambda: eng.llm.stream(messages, max_tokens=self._max_tokens, cancel=self._cancel),
@@ -128,8 +152,15 @@ class Reply:
             if self.tokens == 0:
                 self._emit(lambda t, s: LlmFirstToken(t, s, self.turn, _ms(t1)))
             self.tokens += 1
+            if not self._stream_tts:
+                whole.append(piece)
+                continue
             for clause in splitter.feed(piece):
                 await self._speak(clause)
+        if whole:
+            text = clean("".join(whole))
+            if text:
+                await self._speak(text)
         for clause in splitter.flush():
             await self._speak(clause)
         self.generating = False

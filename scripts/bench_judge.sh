@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Judge agreement: run the independent judge (../shared/bench/v2v.py, one
+# `voicebox simulate` process per scenario) and the project bench (models loaded once)
+# on the same scenario set, and print both medians and their difference (target: 20 ms).
+#   scripts/bench_judge.sh [OUT_DIR] [extra `voicebox bench` flags, e.g. --only single]
+# v2v.py ignores the extra label keys ("texts", "pauses"), so it knows nothing of the
+# labelled mid-sentence pauses; the project bench also reports replies inside them.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export HF_HUB_OFFLINE=1
+OUT=${1:-reports/bench/judge}
+shift || true
+V2V=${V2V:-$(cd .. && pwd)/shared/bench/v2v.py}
+PY=python3
+python3 -c 'import numpy' 2>/dev/null || PY=.venv/bin/python
+[ -f "$V2V" ] || { echo "bench_judge: $V2V not found (set V2V=...)" >&2; exit 2; }
+
+rm -rf "$OUT/scenarios"
+mkdir -p "$OUT"
+.venv/bin/python -m voicebox.bench.scenarios --out "$OUT/scenarios"
+ONLY=""
+for ((i = 1; i <= $#; i++)); do
+  if [ "${!i}" = "--only" ]; then j=$((i + 1)); ONLY=${!j}; fi
+done
+if [ -n "$ONLY" ]; then  # v2v.py takes one name fragment; keep only the matching scenarios
+  for lab in "$OUT"/scenarios/*.json; do
+    stem=$(basename "$lab" .json) keep=0
+    for frag in ${ONLY//,/ }; do [[ $stem == *"$frag"* ]] && keep=1; done
+    [ $keep = 1 ] || rm -f "$lab" "${lab%.json}.wav"
+  done
+fi
+
+echo "bench_judge: v2v.py on $(ls "$OUT"/scenarios/*.json | wc -l) scenarios" >&2
+"$PY" "$V2V" "$OUT/scenarios" --cmd '.venv/bin/voicebox simulate -q --in {inp} --out {out}' \
+  --json "$OUT/v2v.json" 2>"$OUT/v2v.log" | tail -1 | tee "$OUT/v2v_summary.json"
+
+echo "bench_judge: project bench on the same scenarios" >&2
+.venv/bin/voicebox bench --no-naive --no-one-core --no-whole-asr --idle-s 0 \
+  --judge-json "$OUT/v2v.json" --report "$OUT/bench" "$@" | tail -1 > "$OUT/bench_summary.json"
+
+.venv/bin/python - "$OUT/bench_summary.json" <<'PY'
+import json, sys
+j = json.load(open(sys.argv[1]))["judge"]
+ok = j["difference_ms"] is not None and abs(j["difference_ms"]) <= 20
+print(f"v2v.py median {j['judge_p50_ms']} ms (p90 {j['judge_p90_ms']}, cut-offs "
+      f"{j['judge_cutoffs']}); project bench median {j['bench_p50_ms']} ms (p90 "
+      f"{j['bench_p90_ms']}, cut-offs {j['bench_cutoffs']}); difference "
+      f"{j['difference_ms']} ms over {j['scenarios']} scenarios: "
+      f"{'within' if ok else 'NOT within'} 20 ms")
+PY

@@ -1,0 +1,200 @@
+"""Bench scoring against the independent judge (../shared/bench/v2v.py) on synthetic output."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+import pytest
+
+from voicebox.audio.wav import read_wav, write_wav
+from voicebox.bench.compare import judge_difference, ratios
+from voicebox.bench.naive import naive_config
+from voicebox.bench.run import BenchResult, from_dict, summarise, to_dict
+from voicebox.bench.score import assign_turns, normalise, score, wer
+from voicebox.bench.targets import check
+from voicebox.config import Config, load_config
+from voicebox.events import Event, PlaybackStarted, SpeechStarted, TranscriptFinal, TurnEnded
+
+RATE = 16_000
+V2V = Path(__file__).resolve().parents[2] / "shared" / "bench" / "v2v.py"
+
+
+def _v2v() -> ModuleType | None:
+    if not V2V.is_file():
+        return None
+    spec = importlib.util.spec_from_file_location("v2v_judge", V2V)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _output(seconds: float, loud: list[tuple[float, float]]) -> np.ndarray:
+    """Silence with a 440 Hz tone (-20 dBFS) over each (start, end) span."""
+    out = np.zeros(int(seconds * RATE), np.float32)
+    for a, b in loud:
+        i, j = int(a * RATE), int(b * RATE)
+        out[i:j] = 0.1 * np.sin(2 * np.pi * 440 * np.arange(j - i) / RATE)
+    return out
+
+
+def _both(tmp_path: Path, labels: dict[str, Any], out: np.ndarray,
+          events: list[Event] | None = None) -> tuple[Any, dict[str, Any] | None]:
+    """Our score and the judge's, on the same 16-bit WAV."""
+    wav = tmp_path / "out.wav"
+    write_wav(wav, out, RATE)
+    audio, rate = read_wav(wav)
+    ours = score("s", labels, audio, rate, events or [])
+    v2v = _v2v()
+    return ours, (v2v.judge(labels, wav) if v2v is not None else None)
+
+
+TWO_TURNS = {"turns": [{"speech_start_s": 0.5, "speech_end_s": 2.0},
+                       {"speech_start_s": 4.0, "speech_end_s": 5.0}],
+             "texts": ["ten of clubs", "two of hearts"]}
+
+
+def test_latency_matches_judge(tmp_path: Path) -> None:
+    ours, theirs = _both(tmp_path, TWO_TURNS, _output(8.0, [(2.18, 3.0), (5.25, 6.0)]))
+    assert [t.latency_ms for t in ours.turns] == [180, 250]
+    assert ours.cutoffs == 0
+    if theirs is not None:
+        assert [t["latency_s"] for t in theirs["turns"]] == [0.18, 0.25]
+        assert [round(1000 * t["latency_s"]) for t in theirs["turns"]] == \
+            [t.latency_ms for t in ours.turns]
+
+
+def test_missing_reply_and_reply_after_next_turn_start(tmp_path: Path) -> None:
+    # the first reply only starts once the user speaks again: it answers nothing
+    ours, theirs = _both(tmp_path, TWO_TURNS, _output(8.0, [(4.2, 4.5)]))
+    assert [t.latency_ms for t in ours.turns] == [None, None]
+    assert ours.cutoffs == 1
+    if theirs is not None:
+        assert [t["latency_s"] for t in theirs["turns"]] == [None, None]
+        assert theirs["cutoffs"] == ours.cutoffs
+
+
+def test_cutoff_in_mid_sentence_pause(tmp_path: Path) -> None:
+    labels = {"turns": [{"speech_start_s": 0.5, "speech_end_s": 4.0}],
+              "pauses": [[2.0, 2.5]], "texts": ["ten of clubs"]}
+    ours, theirs = _both(tmp_path, labels, _output(7.0, [(2.3, 2.6), (4.1, 5.0)]))
+    assert ours.cutoffs == 1
+    assert ours.turns[0].latency_ms == 100
+    if theirs is not None:
+        assert theirs["cutoffs"] == 1
+        assert theirs["turns"][0]["latency_s"] == 0.1
+
+
+def test_barge_stop_time_matches_judge(tmp_path: Path) -> None:
+    labels = {"turns": [{"speech_start_s": 0.5, "speech_end_s": 2.0},
+                        {"speech_start_s": 3.2, "speech_end_s": 4.0}], "barge": [3.2]}
+    ours, theirs = _both(tmp_path, labels, _output(7.0, [(2.2, 3.5)]))
+    assert ours.barge_stop_ms == [300]
+    if theirs is not None:
+        assert theirs["barge_stop_s"] == [0.3]
+
+
+def test_no_barge_stop_when_reply_was_already_silent(tmp_path: Path) -> None:
+    labels = {"turns": [{"speech_start_s": 0.5, "speech_end_s": 2.0}], "barge": [4.0]}
+    ours, theirs = _both(tmp_path, labels, _output(7.0, [(2.2, 3.0)]))
+    assert ours.barge_stop_ms == []
+    if theirs is not None:
+        assert theirs["barge_stop_s"] == []
+
+
+def test_wer_normalises_numbers_case_and_punctuation() -> None:
+    assert normalise("10 of Clubs.") == ["ten", "of", "clubs"]
+    assert wer("ten of clubs", "10 of clubs") == (0, 3)
+    assert wer("Mr. Dashwood's son", "mister dashwood's son") == (0, 3)
+    assert wer("eight of spades four of clubs", "8 of spades, 4 of close") == (1, 6)
+    assert wer("ten of clubs", "") == (3, 3)
+
+
+def _events() -> list[Event]:
+    """A pipeline that split the first labelled turn in two, then answered the second."""
+    return [
+        SpeechStarted(0.0, 0.6, 0), TurnEnded(0.0, 1.9, 0, 1.4, 500, "silence"),
+        TranscriptFinal(0.0, 2.0, 0, "eight of spades", 90.0),
+        SpeechStarted(0.0, 2.3, 1), TurnEnded(0.0, 3.6, 1, 3.1, 500, "silence"),
+        TranscriptFinal(0.0, 3.7, 1, "four of clubs", 80.0),
+        PlaybackStarted(0.0, 4.0, 1, 900.0),
+        SpeechStarted(0.0, 6.1, 2), TranscriptFinal(0.0, 7.0, 2, "two of hearts", 70.0),
+    ]
+
+
+def test_pipeline_turns_are_assigned_by_time() -> None:
+    assert assign_turns(_events(), [0.5, 6.0]) == [[0, 1], [2]]
+    assert assign_turns([], [0.5]) == [[]]
+
+
+def test_split_turn_transcripts_are_joined(tmp_path: Path) -> None:
+    labels = {"turns": [{"speech_start_s": 0.5, "speech_end_s": 3.1},
+                        {"speech_start_s": 6.0, "speech_end_s": 6.8}],
+              "texts": ["eight of spades four of clubs", "two of hearts"]}
+    ours, _ = _both(tmp_path, labels, _output(9.0, [(4.0, 4.5)]), _events())
+    assert ours.turns[0].transcript == "eight of spades four of clubs"
+    assert ours.turns[0].event_latency_ms == 900
+    assert ours.turns[0].stages["asr_final_ms"] == 80.0
+    assert ours.turns[1].transcript == "two of hearts"
+
+
+def test_naive_config_matches_the_config_file() -> None:
+    path = Path(__file__).resolve().parents[1] / "configs" / "naive-sequential.toml"
+    if not path.is_file():
+        pytest.skip("configs/naive-sequential.toml missing")
+    from_file, built = load_config(path), naive_config(Config())
+    assert built.turn.semantic == from_file.turn.semantic is False
+    assert built.turn.end_of_turn_ms == from_file.turn.end_of_turn_ms == 500
+    assert built.turn.speculate_after_ms == from_file.turn.speculate_after_ms
+    assert built.asr_mode == from_file.asr_mode == "whole"
+    assert built.llm.stream_tts is from_file.llm.stream_tts is False
+    assert built.models == Config().models and built.llm.engine == Config().llm.engine
+
+
+def _result(label: str, latencies: list[float | None]) -> BenchResult:
+    from voicebox.bench.score import ScenarioScore, TurnScore
+
+    scores = [ScenarioScore(f"s{i}", [TurnScore(lat, lat, transcript="ten of clubs",
+                                                reference="ten of clubs",
+                                                whole_asr_text="ten of clubs")], 0, [])
+              for i, lat in enumerate(latencies)]
+    r = BenchResult(label, scores, 2.0, 500.0, 30.0, 2, 10.0)
+    r.summary = summarise(r)
+    return r
+
+
+def test_result_round_trip_and_summary() -> None:
+    r = _result("voicebox", [100, 200, None, 300])
+    back = from_dict(json.loads(json.dumps(to_dict(r))))
+    assert back == r
+    assert r.summary["p50_ms"] == 200 and r.summary["replied"] == 3
+    assert r.summary["wer"] == r.summary["wer_whole_asr"] == 0.0
+
+
+def test_ratio_uses_the_other_runs_scenarios() -> None:
+    main = _result("voicebox", [100, 200, 300, 400])
+    naive = _result("naive", [400, 800])
+    rt = ratios(main, [naive])["naive_over_main"]
+    assert rt["main_p50_ms"] == 150 and rt["other_p50_ms"] == 600 and rt["p50_ratio"] == 4.0
+
+
+def test_judge_difference_and_targets(tmp_path: Path) -> None:
+    main = _result("voicebox", [100, 200, 300])
+    rows = {f"s{i}": {"turns": [{"speech_end_s": 1.0, "latency_s": s}], "cutoffs": 0}
+            for i, s in enumerate([0.11, 0.19, 0.31])}
+    rows["s9"] = {"error": "boom"}
+    path = tmp_path / "judge.json"
+    path.write_text(json.dumps({"summary": {}, "rows": rows}))
+    j = judge_difference(main, path)
+    assert (j["judge_p50_ms"], j["bench_p50_ms"], j["difference_ms"]) == (190, 200, 10)
+    verdicts = {c.name: c.verdict for c in check(main.summary, j["difference_ms"])}
+    assert verdicts["median latency"] == "pass"
+    assert verdicts["p90 latency"] == "pass"
+    assert verdicts["barge-in stop"] == "n/a"
+    assert verdicts["bench vs v2v.py median"] == "pass"
+    assert verdicts["peak RSS"] == "pass"

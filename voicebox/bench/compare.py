@@ -1,0 +1,54 @@
+"""Compare runs: naive or one-core against the main run, and the bench against v2v.py."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from voicebox.bench.run import BenchResult, percentile, subset
+from voicebox.errors import VoiceboxError
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return None if a is None or not b else round(a / b, 2)
+
+
+def ratios(main: BenchResult, others: list[BenchResult]) -> dict[str, dict[str, Any]]:
+    """``other / main`` for p50 and p90, on the scenarios the other run covered."""
+    out: dict[str, dict[str, Any]] = {}
+    for r in others:
+        same = subset(main, {s.name for s in r.scores}, f"{main.label}@{r.label}")
+        out[f"{r.label}_over_main"] = {
+            "scenarios": len(r.scores),
+            "main_p50_ms": same.summary["p50_ms"], "other_p50_ms": r.summary["p50_ms"],
+            "main_p90_ms": same.summary["p90_ms"], "other_p90_ms": r.summary["p90_ms"],
+            "p50_ratio": _ratio(r.summary["p50_ms"], same.summary["p50_ms"]),
+            "p90_ratio": _ratio(r.summary["p90_ms"], same.summary["p90_ms"]),
+        }
+    return out
+
+
+def judge_difference(main: BenchResult, judge_json: Path) -> dict[str, Any]:
+    """Median latency by ../shared/bench/v2v.py (its ``--json`` file) and by this bench,
+    on the scenarios both scored; ``difference_ms`` is bench minus judge."""
+    try:
+        rows: dict[str, Any] = json.loads(judge_json.read_text())["rows"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise VoiceboxError(f"--judge-json {judge_json}: {exc}") from None
+    ok = {name for name, row in rows.items() if "error" not in row}
+    same = subset(main, ok, f"{main.label}@judge")
+    names = {s.name for s in same.scores}
+    lat = [1000 * t["latency_s"] for name in sorted(names) for t in rows[name]["turns"]
+           if t["latency_s"] is not None]
+    judge_p50 = percentile(lat, 50)
+    bench_p50 = same.summary["p50_ms"]
+    return {
+        "scenarios": len(names), "judge_errors": len(rows) - len(ok),
+        "judge_p50_ms": judge_p50, "bench_p50_ms": bench_p50,
+        "judge_p90_ms": percentile(lat, 90), "bench_p90_ms": same.summary["p90_ms"],
+        "judge_cutoffs": sum(rows[n]["cutoffs"] for n in names),
+        "bench_cutoffs": same.summary["cutoffs"],
+        "difference_ms": None if judge_p50 is None or bench_p50 is None
+        else bench_p50 - judge_p50,
+    }

@@ -1,0 +1,47 @@
+"""Fast barge-in: pause the reply the moment the microphone gets loud; VAD then decides.
+
+Silero needs two or three frames of voiced sound before it calls speech, which is
+100-200 ms after a soft onset. Pausing playback is reversible, so the gate pauses on
+a rise in energy within ~20 ms and lets the VAD confirm (barge-in: playback cleared,
+generation cancelled) or not (playback resumes where it paused).
+
+This only makes sense when the microphone does not hear the speaker (the virtual
+device, a headset, or hardware echo cancellation); ``listen`` turns it off otherwise.
+"""
+
+from __future__ import annotations
+
+import math
+
+from voicebox.engines.protocols import FloatAudio
+
+
+class EnergyGate:
+    """Tracks the noise floor and flags sudden loud input."""
+
+    def __init__(self, *, rise_db: float = 12.0, min_dbfs: float = -45.0, blocks: int = 2,
+                 confirm_s: float = 0.4) -> None:
+        self._rise = 10 ** (rise_db / 20)
+        self._min = 10 ** (min_dbfs / 20)
+        self._need = blocks
+        self.confirm_s = confirm_s
+        self._floor = self._min / self._rise
+        self._run = 0
+        self.ducked_at: float | None = None
+        """Stream time when playback was paused, or None."""
+
+    def level(self, block: FloatAudio) -> float:
+        return math.sqrt(float((block * block).mean())) if block.size else 0.0
+
+    def loud(self, block: FloatAudio, *, track_floor: bool) -> bool:
+        """True once ``blocks`` consecutive blocks stand clearly above the noise floor."""
+        rms = self.level(block)
+        threshold = max(self._floor * self._rise, self._min)
+        if rms > threshold:
+            self._run += 1
+        else:
+            self._run = 0
+            if track_floor:
+                # Follow the floor down fast and up slowly (steady background noise).
+                self._floor = rms if rms < self._floor else 0.98 * self._floor + 0.02 * rms
+        return self._run >= self._need
