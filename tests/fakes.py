@@ -70,6 +70,22 @@ class ScriptedLlm:
         pass
 
 
+class ScoringLlm(ScriptedLlm):
+    """A scripted LLM that also scores end of turn (always sure the user is done)."""
+
+    def __init__(self, probability: float = 0.9, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.probability = probability
+        self.scored: list[str] = []
+
+    def end_of_turn_probability(self, messages: Sequence[ChatMessage]) -> float:
+        self.scored.append(messages[-1].content)
+        return self.probability
+
+    def prefill(self, messages: Sequence[ChatMessage]) -> None:
+        pass
+
+
 class ToneTts:
     """A 440 Hz tone, ``seconds_per_word`` long per word."""
 

@@ -6,7 +6,16 @@ import asyncio
 
 import numpy as np
 
-from tests.fakes import EnergyVad, FixedAsr, ScriptedLlm, ToneTts, fake_engines, silence, speechlike
+from tests.fakes import (
+    EnergyVad,
+    FixedAsr,
+    ScoringLlm,
+    ScriptedLlm,
+    ToneTts,
+    fake_engines,
+    silence,
+    speechlike,
+)
 from voicebox.config import Config, TurnConfig
 from voicebox.events import (
     Event,
@@ -130,3 +139,27 @@ def test_noise_heard_as_nothing_gets_no_reply() -> None:
     assert eng.llm.prompts == []  # type: ignore[attr-defined]
     finals = [e for e in result.events if isinstance(e, TranscriptFinal)]
     assert all(f.text == "" for f in finals)
+
+
+def test_semantic_end_confirms_early_and_a_quick_continuation_keeps_the_turn() -> None:
+    """A confident end-of-turn score ends the turn after fast_end_ms of silence; speech
+    that resumes before any reply audio is heard continues the same turn."""
+    config = Config(turn=TurnConfig(fast_end_ms=160, mid_end_ms=400, end_of_turn_ms=1500))
+    # First word 40 ms per token: the reply is not ready before the user goes on.
+    llm = ScoringLlm(probability=0.9, token_s=0.04)
+    audio = np.concatenate([silence(0.3), speechlike(0.8), silence(0.35), speechlike(0.6),
+                            silence(3.0)])
+    result, eng = _run(audio, config=config, llm=llm)
+    ev = result.events
+    names = _names(ev)
+    ended = [e for e in ev if isinstance(e, TurnEnded)]
+    assert ended and all(e.reason == "semantic" for e in ended)
+    assert all(e.silence_ms < 400 for e in ended)
+    assert names.count("SpeechStarted") == 1
+    cancels = [e for e in ev if isinstance(e, ReplyCancelled)]
+    assert any(c.reason == "user continued" for c in cancels)
+    # Nothing played before the user's last word; one reply after it.
+    last_word_end = 0.3 + 0.8 + 0.35 + 0.6
+    assert _loud_from(result.output, 0.0) >= last_word_end  # type: ignore[operator]
+    assert names.count("PlaybackStarted") == 1
+    assert len(eng.llm.prompts[-1]) == 2  # type: ignore[attr-defined]

@@ -37,16 +37,22 @@ class TurnConfig:
     """Speech needed to start a turn (and to barge in)."""
     speculate_after_ms: int = 32
     """Silence after which the reply is prepared (held until the turn is confirmed)."""
-    end_of_turn_ms: int = 800
+    end_of_turn_ms: int = 900
     """Silence that confirms the end of a turn whatever the words say."""
     semantic: bool = True
-    """Weigh the words too: the LLM's probability that the user's sentence is complete."""
-    eot_high: float = 0.3
-    """End-of-turn probability above which ``fast_end_ms`` of silence confirms the turn."""
-    eot_low: float = 0.05
-    """Probability above which ``mid_end_ms`` does; below it, ``end_of_turn_ms``."""
-    fast_end_ms: int = 200
-    mid_end_ms: int = 450
+    """Weigh the words and the voice too: the LLM's probability that the sentence is
+    complete and the audio turn model's (Smart Turn) probability that the speaker is done."""
+    llm_eot_full: float = 0.5
+    """LLM end-of-turn probability that counts as certain (it rarely goes higher)."""
+    eot_high: float = 0.6
+    """Combined end-of-turn score above which ``fast_end_ms`` of silence confirms the turn."""
+    eot_low: float = 0.5
+    """Score above which ``mid_end_ms`` does; below it, ``end_of_turn_ms``."""
+    fast_end_ms: int = 250
+    mid_end_ms: int = 400
+    continuation_ms: int = 1000
+    """Speech this soon after a confirmed turn, before any reply audio was heard, continues
+    that turn (the reply is dropped and made again) instead of starting a new one."""
     pre_roll_ms: int = 300
     """Audio kept from before the detected speech start."""
     partial_interval_ms: int = 400
@@ -62,6 +68,7 @@ class TurnConfig:
         _check(0 < self.speculate_after_ms <= self.end_of_turn_ms, "speculate_after_ms",
                "must be > 0 and <= end_of_turn_ms")
         _check(self.pre_roll_ms >= 0, "pre_roll_ms", "must be >= 0")
+        _check(0 < self.llm_eot_full <= 1, "llm_eot_full", "must be within (0, 1]")
         _check(0 <= self.eot_low <= self.eot_high <= 1, "eot_low/eot_high",
                "must satisfy 0 <= eot_low <= eot_high <= 1")
         _check(0 < self.fast_end_ms <= self.mid_end_ms <= self.end_of_turn_ms, "fast_end_ms",
@@ -77,6 +84,7 @@ class ModelPaths:
     asr: Path | None = None
     llm: Path | None = None
     tts: Path | None = None
+    turn: Path | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -81,11 +81,14 @@ class EndOfTurnScored(Event):
     """The LLM weighed whether the user's words make a finished turn."""
 
     turn: int
-    probability: float
-    """Probability that the sentence is complete."""
+    score: float
+    """Combined end-of-turn score (0..1) from the signals below."""
+    llm_probability: float | None
+    """The LLM's probability that the sentence is complete (None: not available)."""
+    audio_probability: float | None
+    """The audio turn model's probability that the speaker is done (None: not available)."""
     required_silence_ms: float
     """Silence after the last speech frame that will confirm the turn."""
-    compute_ms: float
 
 
 @dataclass(frozen=True, slots=True)

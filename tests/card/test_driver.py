@@ -8,7 +8,8 @@ from types import GeneratorType
 import pytest
 
 from tests.card.fakes import REPLY_WORDS, full_reply
-from voicebox.card.driver import CardDriver, StreamDone, TokenPiece
+from voicebox.card.answers import StreamDone, TokenPiece
+from voicebox.card.driver import CardDriver
 from voicebox.card.emulator import CardEmulator
 from voicebox.card.engine import CardLlmEngine
 from voicebox.card.errors import CardError, CardLinkError, CardRemoteError

@@ -7,7 +7,8 @@ import threading
 import pytest
 
 from tests.card.fakes import FakeStandIn
-from voicebox.card.driver import CardDriver, StreamDone
+from voicebox.card.answers import StreamDone
+from voicebox.card.driver import CardDriver
 from voicebox.card.emulator import CardEmulator
 from voicebox.card.engine import CardLlmEngine
 from voicebox.card.errors import CardRemoteError

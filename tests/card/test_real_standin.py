@@ -128,6 +128,9 @@ def test_simulate_turn_on_the_emulated_hc1(tmp_path: Path) -> None:
     assert "answered:" in p.stdout and "replies: 1" in p.stdout, p.stdout
     assert out.is_file() and out.stat().st_size > 1000
     # The semantic end-of-turn went through the card (SCORE_NEXT), as with --engine llama.
-    scored = [e for e in map(json.loads, events.read_text().splitlines())
-              if e["event"] == "EndOfTurnScored"]
+    scored = [
+        e
+        for e in map(json.loads, events.read_text().splitlines())
+        if e["event"] == "EndOfTurnScored"
+    ]
     assert scored and all(0.0 <= e["probability"] <= 1.0 for e in scored)

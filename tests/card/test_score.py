@@ -9,7 +9,8 @@ import pytest
 
 from tests.card.conftest import FAST, HC1
 from tests.card.fakes import END, FakeStandIn, fake_end_of_turn, full_reply
-from voicebox.card.driver import CardDriver, StreamDone
+from voicebox.card.answers import StreamDone
+from voicebox.card.driver import CardDriver
 from voicebox.card.emulator import CardEmulator, temp_socket_path
 from voicebox.card.engine import CardLlmEngine
 from voicebox.card.errors import CardError, CardProtocolError, CardRemoteError
@@ -52,7 +53,7 @@ def test_score_next_answers_the_fakes_probabilities(
 
 def test_growing_prefix_is_charged_only_for_new_tokens(driver: CardDriver) -> None:
     sid = driver.open_session()
-    words = "so I was thinking about the weather tomorrow".split()
+    words = ["so", "I", "was", "thinking", "about", "the", "weather", "tomorrow"]
     last = None
     for n in range(1, len(words) + 1):
         messages = [SYSTEM, ChatMessage("user", " ".join(words[:n]))]
@@ -63,7 +64,9 @@ def test_growing_prefix_is_charged_only_for_new_tokens(driver: CardDriver) -> No
         last = scored
 
 
-def test_reply_after_a_score_prefills_only_the_tail(driver: CardDriver, hc1: FirmwareProfile) -> None:
+def test_reply_after_a_score_prefills_only_the_tail(
+    driver: CardDriver, hc1: FirmwareProfile
+) -> None:
     sid = driver.open_session()
     scored = driver.score_next(sid, DONE_TURN, reserve_tokens=64, end_of_turn=True)
     info = driver.prefill(sid, DONE_TURN, reserve_tokens=64)
@@ -97,7 +100,9 @@ def test_engine_is_an_end_of_turn_scorer(emulator: CardEmulator, engine: CardLlm
     history = [*DONE_TURN, ChatMessage("assistant", cold.strip())]
     engine.prefill([*history, ChatMessage("user", "And what")])
     engine.prefill([*history, ChatMessage("user", "And what about the")])
-    assert engine.end_of_turn_probability([*history, ChatMessage("user", "And what about the")]) < 0.1
+    assert (
+        engine.end_of_turn_probability([*history, ChatMessage("user", "And what about the")]) < 0.1
+    )
     turn = [*history, ChatMessage("user", "And what about the price?")]
     p = engine.end_of_turn_probability(turn)
     assert p == pytest.approx(fake_end_of_turn(finished=True))
@@ -252,10 +257,10 @@ def test_engine_retries_a_malformed_answer_and_never_passes_it_on(
         engine.end_of_turn_probability(DONE_TURN)
 
 
-def test_throttled_score_takes_longer_card_time(
-    emulator: CardEmulator, driver: CardDriver
-) -> None:
-    normal = driver.score_next(driver.open_session(), DONE_TURN, reserve_tokens=64, end_of_turn=True)
+def test_throttled_score_takes_longer_card_time(emulator: CardEmulator, driver: CardDriver) -> None:
+    normal = driver.score_next(
+        driver.open_session(), DONE_TURN, reserve_tokens=64, end_of_turn=True
+    )
     emulator.inject(Fault(FaultKind.THROTTLE))
     slow = driver.score_next(driver.open_session(), DONE_TURN, reserve_tokens=64, end_of_turn=True)
     assert slow.throttled and not normal.throttled

@@ -15,7 +15,14 @@ from typing import Any
 
 from voicebox.bench.compare import judge_difference, ratios
 from voicebox.bench.report import BenchReport, markdown, waterfall
-from voicebox.bench.run import REPRESENTATIVE, BenchResult, from_dict, scenario_set, write_json
+from voicebox.bench.run import (
+    REPRESENTATIVE,
+    BenchResult,
+    from_dict,
+    scenario_set,
+    summarise,
+    write_json,
+)
 from voicebox.bench.targets import check
 from voicebox.bench.workers import (
     WorkerFailed,
@@ -107,6 +114,18 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if whole is not None:
         for r in (main, *others):
             _attach_whole(r, whole)
+    codes = {r.label: r.code for r in (main, *others)}
+    if len(set(codes.values())) > 1:
+        notes.append(f"The voicebox sources changed while the bench ran, so the runs did not "
+                     f"all run the same code (source fingerprints: {codes}).")
+    notes.append(f"Source fingerprint {main.code} ({_git_state()}).")
+    for r in (main, *others):
+        r.summary = summarise(r)
+    busy = {r.label: r.background_cpu_pct for r in (main, *others)
+            if (r.background_cpu_pct or 0) > 10}
+    if busy:
+        notes.append(f"Other processes used CPU during these runs (% of one core: {busy}); "
+                     "on a 2-core machine that inflates and spreads the latencies.")
 
     judge = judge_difference(main, args.judge_json) if args.judge_json else None
     report = BenchReport(
@@ -123,6 +142,21 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _git_state() -> str:
+    import subprocess
+
+    repo = Path(__file__).resolve().parents[2]
+    try:
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                             text=True, check=True, cwd=repo).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, check=True, cwd=repo
+                               ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "not a git checkout"
+    return f"git {rev}" + (" with uncommitted changes" if dirty else "")
+
+
 def _optional(run: Any, notes: list[str], what: str) -> Any:
     """A secondary run that fails is noted in the report; the bench goes on."""
     try:
@@ -134,8 +168,6 @@ def _optional(run: Any, notes: list[str], what: str) -> Any:
 
 
 def _attach_whole(result: BenchResult, texts: dict[str, list[str]]) -> None:
-    from voicebox.bench.run import summarise
-
     for s in result.scores:
         for t, text in zip(s.turns, texts.get(s.name, []), strict=False):
             t.whole_asr_text = text
@@ -153,7 +185,8 @@ def _print(report: BenchReport) -> None:
         print(f"  p50 {sm['p50_ms']} ms, p90 {sm['p90_ms']} ms, replied {sm['replied']}/"
               f"{sm['turns']}, cutoffs {sm['cutoffs']}, WER {sm['wer']} (whole-utterance "
               f"{sm['wer_whole_asr']}), idle CPU {sm['idle_cpu_pct']}%, run CPU "
-              f"{sm['run_cpu_pct']}%, peak RSS {sm['peak_rss_mb']} MB")
+              f"{sm['run_cpu_pct']}%, peak RSS {sm['peak_rss_mb']} MB, other processes "
+              f"{sm['background_cpu_pct']}%")
     for name, rt in report.ratios.items():
         print(f"== {name}: p50 x{rt['p50_ratio']}, p90 x{rt['p90_ratio']} "
               f"({rt['scenarios']} scenarios: {rt['other_p50_ms']}/{rt['main_p50_ms']} ms, "

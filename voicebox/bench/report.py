@@ -61,7 +61,7 @@ def machine() -> str:
 
 _KEYS = ["scenarios", "turns", "replied", "p50_ms", "p90_ms", "cutoffs", "pause_cutoffs",
          "barge_stop_ms", "wer", "wer_whole_asr", "idle_cpu_pct", "run_cpu_pct", "peak_rss_mb",
-         "cores", "wall_s",
+         "cores", "wall_s", "background_cpu_pct",
          "event_minus_judge_ms_median"]
 
 
@@ -167,10 +167,11 @@ def waterfall(result: BenchResult, path: Path) -> None:
                 ax.barh(y, dur, left=done - dur, color=colours[label], height=0.6,
                         label=once(label))
         if st.get("turn_confirmed_ms") is not None:
-            ax.plot(st["turn_confirmed_ms"], y, "k|", markersize=12,
+            ax.plot(st["turn_confirmed_ms"], y, "k|", markersize=16, mew=2, zorder=3,
                     label=once("turn confirmed"))
         if t.latency_ms is not None:
-            ax.plot(t.latency_ms, y, "r*", markersize=9, label=once("first reply sample"))
+            ax.plot(t.latency_ms, y, "r*", markersize=9, zorder=4,
+                    label=once("first reply sample"))
             ax.annotate(f"{t.latency_ms:.0f}", (t.latency_ms, y), xytext=(6, -3),
                         textcoords="offset points", fontsize=7, color="darkred")
         else:

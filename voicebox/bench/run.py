@@ -44,6 +44,11 @@ class BenchResult:
     """CPUs the process was allowed to run on (1 under ``taskset -c 0``)."""
     wall_s: float = 0.0
     """Wall time of the scenario run, model loading excluded."""
+    background_cpu_pct: float | None = None
+    """CPU other processes on the machine used while this run ran, % of one core
+    (filled in by the parent; a busy machine inflates latencies)."""
+    code: str = ""
+    """Fingerprint of the voicebox sources this run imported (see ``code_fingerprint``)."""
     summary: dict[str, Any] = field(default_factory=dict)
 
 
@@ -69,6 +74,7 @@ def run_bench(config: Config, chosen: list[scenarios.Scenario], *, label: str = 
 
     With ``warm``, an unscored turn runs first (first LLM and TTS calls are slow).
     """
+    code = code_fingerprint()
     vad, engines = load_engines(config)
     results: list[ScenarioScore] = []
     if events_dir is not None:
@@ -101,9 +107,21 @@ def run_bench(config: Config, chosen: list[scenarios.Scenario], *, label: str = 
         close_engines(engines)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     result = BenchResult(label, results, idle, round(rss, 1), round(run_cpu, 1),
-                         len(os.sched_getaffinity(0)), round(wall, 1))
+                         len(os.sched_getaffinity(0)), round(wall, 1), code=code)
     result.summary = summarise(result)
     return result
+
+
+def code_fingerprint() -> str:
+    """Short hash of every voicebox source file: runs of one bench invocation that differ
+    here ran different code (the tree was edited while the bench ran)."""
+    import hashlib
+
+    root = Path(__file__).resolve().parents[1]
+    h = hashlib.sha256()
+    for f in sorted(root.rglob("*.py")):
+        h.update(f.relative_to(root).as_posix().encode() + b"\0" + f.read_bytes())
+    return h.hexdigest()[:12]
 
 
 def _cpu_s() -> float:
@@ -176,6 +194,7 @@ def summarise(result: BenchResult) -> dict[str, Any]:
         "peak_rss_mb": result.peak_rss_mb,
         "cores": result.cores,
         "wall_s": result.wall_s,
+        "background_cpu_pct": result.background_cpu_pct,
         "stages_median_ms": {k: stage(k) for k in (
             "vad_end_error_ms", "turn_confirmed_ms", "asr_final_ms", "llm_first_token_ms",
             "tts_first_audio_ms", "reply_ready_ms")},

@@ -86,14 +86,14 @@ class _Builder:
         return self._add(np.zeros(int(seconds * self.s.rate_hz), np.float32))
 
     def speech(self, clip: Clip, *, pause_at_s: float | None = None,
-               pause_s: float = 0.0) -> _Builder:
+               pause_s: float = 0.0, search_s: float = 0.5) -> _Builder:
         audio, rate = read_wav(clip.path)
         if rate != self.s.rate_hz:
             raise VoiceboxError(f"{clip.path}: expected {self.s.rate_hz} Hz")
         start, end = speech_bounds(audio, rate)
         t0 = self._len / rate
         if pause_at_s is not None:
-            cut = _quietest_gap(audio, rate, pause_at_s)
+            cut = _quietest_gap(audio, rate, pause_at_s, search_s)
             audio = np.concatenate([audio[:cut], np.zeros(int(pause_s * rate), np.float32),
                                     audio[cut:]])
             self.s.pauses.append((round(t0 + cut / rate, 3), round(t0 + cut / rate + pause_s, 3)))
@@ -120,13 +120,14 @@ class _Builder:
         return self.s
 
 
-def _quietest_gap(audio: FloatAudio, rate: int, near_s: float) -> int:
-    """Sample index of the quietest 30 ms within 0.5 s of ``near_s`` (a word gap)."""
+def _quietest_gap(audio: FloatAudio, rate: int, near_s: float, search_s: float = 0.5) -> int:
+    """Sample index of the quietest 30 ms within ``search_s`` of ``near_s`` (a word gap)."""
     hop = rate // 100
     frames = audio[: audio.shape[0] // hop * hop].reshape(-1, hop)
     energy = np.convolve((frames**2).mean(axis=1), np.ones(3), mode="same")
     centre = int(near_s * 100)
-    lo, hi = max(1, centre - 50), min(len(energy) - 1, centre + 50)
+    reach = max(1, int(search_s * 100))
+    lo, hi = max(1, centre - reach), min(len(energy) - 1, centre + reach + 1)
     return int((lo + int(np.argmin(energy[lo:hi]))) * hop + hop // 2)
 
 
@@ -151,15 +152,19 @@ def barge_in() -> Scenario:
 
 
 def paused_turns() -> list[Scenario]:
-    """Sentences with a 300-600 ms pause inserted at a word gap: replying there is a cut-off."""
+    """Sentences with a 300-600 ms pause inserted at a word gap: replying there is a cut-off.
+
+    The cards clip is cut inside its first item ("eight of | spades"), a hesitation; a
+    pause after a whole item would be a complete answer ("eight of spades").
+    """
     c = by_name()
-    plan = [("sense_and_sensibility_01_austen_64kb-0870", 3.0, 0.45),
-            ("sense_and_sensibility_01_austen_64kb-0890", 2.5, 0.6),
-            ("sense_and_sensibility_01_austen_64kb-0920", 3.0, 0.3),
-            ("005", 1.6, 0.4)]
+    plan = [("sense_and_sensibility_01_austen_64kb-0870", 3.0, 0.45, 0.5),
+            ("sense_and_sensibility_01_austen_64kb-0890", 2.5, 0.6, 0.5),
+            ("sense_and_sensibility_01_austen_64kb-0920", 3.0, 0.3, 0.5),
+            ("005", 0.68, 0.4, 0.03)]
     return [_Builder(f"pause_{name[-4:]}_{int(p * 1000)}ms").silence(0.5)
-            .speech(c[name], pause_at_s=at, pause_s=p).silence(4.0).done()
-            for name, at, p in plan]
+            .speech(c[name], pause_at_s=at, pause_s=p, search_s=reach).silence(4.0).done()
+            for name, at, p, reach in plan]
 
 
 def noisy_turns(snr_db: float = 15.0) -> list[Scenario]:

@@ -19,7 +19,7 @@ from typing import Any
 
 from voicebox.bench.naive import naive_config
 from voicebox.bench.reference import transcribe_turns
-from voicebox.bench.run import run_bench, scenario_set, to_dict
+from voicebox.bench.run import code_fingerprint, run_bench, scenario_set, to_dict
 from voicebox.config import Config
 from voicebox.errors import VoiceboxError
 
@@ -62,8 +62,10 @@ def run_job(job: WorkerJob, config_args: list[str], report: Path) -> dict[str, A
     print(f"bench: {job.label}: {len(job.scenarios)} scenarios in a fresh process"
           + (f" pinned to core {job.pin_core}" if job.pin_core is not None else ""),
           file=sys.stderr, flush=True)
-    t0 = time.monotonic()
+    t0, busy0 = time.monotonic(), _machine_busy_s()
+    child0 = _children_cpu_s()
     proc = subprocess.run(cmd, stdout=sys.stderr, stderr=subprocess.PIPE, text=True)
+    wall = time.monotonic() - t0
     if proc.returncode != 0 or not out.is_file():
         raise WorkerFailed(f"bench worker {job.label} failed (exit {proc.returncode}): "
                            f"{proc.stderr.strip()[-600:]}")
@@ -71,9 +73,32 @@ def run_job(job: WorkerJob, config_args: list[str], report: Path) -> dict[str, A
         print(proc.stderr.strip()[-2000:], file=sys.stderr)
     data: dict[str, Any] = json.loads(out.read_text())
     out.unlink()
+    busy1 = _machine_busy_s()
+    if busy0 is not None and busy1 is not None:
+        other = (busy1 - busy0) - (_children_cpu_s() - child0)
+        data["background_cpu_pct"] = round(max(0.0, 100 * other / max(wall, 1e-6)), 1)
     print(f"bench: {job.label} done in {time.monotonic() - t0:.0f} s", file=sys.stderr,
           flush=True)
     return data
+
+
+def _machine_busy_s() -> float | None:
+    """CPU seconds all processes on the machine have used since boot (/proc/stat)."""
+    import os
+
+    try:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def _children_cpu_s() -> float:
+    import resource
+
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
 
 
 def add_worker_args(p: argparse.ArgumentParser) -> None:
@@ -89,7 +114,8 @@ def worker_main(args: argparse.Namespace, config: Config) -> int:
     chosen = scenario_set(args._scenarios, exact=True)
     data: dict[str, Any]
     if args._worker == "whole_asr":
-        data = dataclasses.asdict(transcribe_turns(config, chosen))
+        data = {**dataclasses.asdict(transcribe_turns(config, chosen)),
+                "code": code_fingerprint()}
     else:
         cfg = naive_config(config) if args._worker == "naive" else config
         result = run_bench(cfg, chosen, label=args._label, idle_s=args.idle_s,

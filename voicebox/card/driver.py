@@ -11,6 +11,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from voicebox.card.answers import (
+    CardIdentity,
+    PrefillInfo,
+    Scored,
+    StreamDone,
+    TokenPiece,
+    parse_done,
+    parse_identity,
+    parse_prefilled,
+    parse_scored,
+)
 from voicebox.card.errors import (
     CardError,
     CardLinkError,
@@ -49,79 +60,6 @@ class DriverTimeouts:
     """RESET_DONE after RESET."""
     poll_s: float = 0.05
     """Slice of a wait after which the cancel flag is checked."""
-
-
-@dataclass(frozen=True, slots=True)
-class CardIdentity:
-    """What the card says it is (IDENTIFY)."""
-
-    profile: str
-    firmware: str
-    model: str
-    context_tokens: int
-    max_sessions: int
-    emulated: bool
-    raw: dict[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class PrefillInfo:
-    """The card's answer to PREFILL."""
-
-    prompt_tokens: int
-    cached_tokens: int
-    new_tokens: int
-    evicted_messages: int
-    card_ms: float = 0.0
-    """Prefill time of an open turn (a reply's prefill is charged in its DONE)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Scored:
-    """The card's answer to SCORE_NEXT, checked: every probability is in 0..1."""
-
-    probabilities: tuple[float, ...]
-    """Next-token probability of each candidate (its first token), in order."""
-    end_of_turn: float | None
-    """Mass of the card's end-of-turn set (``.``, ``?``, ``!``, end of message), if asked."""
-    prompt_tokens: int
-    """The scored prompt, cut after the user's words, after eviction."""
-    cached_tokens: int
-    new_tokens: int
-    evicted_messages: int
-    card_ms: float
-    """Prefill of the new tokens plus one forward pass, by the timing model."""
-    wall_ms: float
-    lag_ms: float
-    energy_mj: float
-    throttled: bool
-
-
-@dataclass(frozen=True, slots=True)
-class TokenPiece:
-    """One streamed text piece, in order."""
-
-    index: int
-    text: str
-
-
-@dataclass(frozen=True, slots=True)
-class StreamDone:
-    """End of a stream with the card's own account of it (DONE)."""
-
-    tokens: int
-    finish: str
-    """``stop``, ``length``, ``context`` (window full) or ``cancelled``."""
-    card_ms: float
-    """Reply time by the profile's timing model."""
-    card_ttft_ms: float
-    wall_ms: float
-    """Reply time the card measured (emulator: wall clock)."""
-    wall_ttft_ms: float
-    lag_ms: float
-    """How far the card fell behind its timing model (0 on a real card)."""
-    energy_mj: float
-    throttled: bool
 
 
 @dataclass(slots=True)
@@ -215,19 +153,8 @@ class CardDriver:
     # -- commands --------------------------------------------------------------------
 
     def identify(self) -> CardIdentity:
-        b = self._request(Command.IDENTIFY, NO_SESSION, None, Reply.IDENTITY).body
-        try:
-            return CardIdentity(
-                str(b["profile"]),
-                str(b["firmware"]),
-                str(b["model"]),
-                int(b["context_tokens"]),
-                int(b["max_sessions"]),
-                bool(b.get("emulated")),
-                b,
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise CardProtocolError(f"card sent a malformed IDENTITY: {exc!r}") from exc
+        frame = self._request(Command.IDENTIFY, NO_SESSION, None, Reply.IDENTITY)
+        return parse_identity(frame.body)
 
     def open_session(self) -> int:
         return self._request(Command.OPEN, NO_SESSION, None, Reply.OPENED).session
@@ -264,16 +191,7 @@ class CardDriver:
         b = self._request(
             Command.PREFILL, session, body, Reply.PREFILLED, timeout_s=self.timeouts.first_token_s
         ).body
-        try:
-            return PrefillInfo(
-                int(b["prompt_tokens"]),
-                int(b["cached_tokens"]),
-                int(b["new_tokens"]),
-                int(b["evicted_messages"]),
-                float(b.get("card_ms", 0.0)),
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise CardProtocolError(f"card sent a malformed PREFILLED: {exc!r}") from exc
+        return parse_prefilled(b)
 
     def score_next(
         self,
@@ -299,7 +217,7 @@ class CardDriver:
         b = self._request(
             Command.SCORE_NEXT, session, body, Reply.SCORED, timeout_s=self.timeouts.first_token_s
         ).body
-        return _scored(b, len(candidates), end_of_turn)
+        return parse_scored(b, len(candidates), end_of_turn)
 
     def generate(
         self, session: int, max_tokens: int, cancel: threading.Event
@@ -343,7 +261,7 @@ class CardDriver:
                     yield TokenPiece(index, text)
                 elif frame.type == Reply.DONE:
                     settled = True
-                    done = _done(frame.body)
+                    done = parse_done(frame.body)
                     if done.tokens != expected:
                         self.counters.lost_tokens += 1
                         raise CardProtocolError(
@@ -369,7 +287,7 @@ class CardDriver:
             while True:
                 frame = self._next_frame(wait)
                 if frame is not None and frame.seq == seq and frame.type == Reply.DONE:
-                    return _done(frame.body)
+                    return parse_done(frame.body)
         return None
 
     def status(self) -> dict[str, Any]:
@@ -414,52 +332,3 @@ class CardDriver:
 def _remote(frame: Frame) -> CardRemoteError:
     code = int(frame.body.get("code", 0))
     return CardRemoteError(code, error_name(code), str(frame.body.get("message", "")))
-
-
-def _done(b: dict[str, Any]) -> StreamDone:
-    try:
-        return StreamDone(
-            int(b["tokens"]),
-            str(b["finish"]),
-            float(b["card_ms"]),
-            float(b["card_ttft_ms"]),
-            float(b["wall_ms"]),
-            float(b["wall_ttft_ms"]),
-            float(b["lag_ms"]),
-            float(b["energy_mj"]),
-            bool(b["throttled"]),
-        )
-    except (KeyError, TypeError, ValueError) as exc:
-        raise CardProtocolError(f"card sent a malformed DONE: {exc!r}") from exc
-
-
-def _scored(b: dict[str, Any], candidates: int, end_of_turn: bool) -> Scored:
-    try:
-        raw = b["probabilities"]
-        if not isinstance(raw, list) or len(raw) != candidates:
-            raise ValueError(f"{candidates} probabilities expected, got {raw!r}")
-        eot = b["end_of_turn"]
-        if end_of_turn != (eot is not None):
-            raise ValueError(f"end_of_turn {'missing' if end_of_turn else 'not asked for'}")
-        return Scored(
-            tuple(_probability(p) for p in raw),
-            None if eot is None else _probability(eot),
-            int(b["prompt_tokens"]),
-            int(b["cached_tokens"]),
-            int(b["new_tokens"]),
-            int(b["evicted_messages"]),
-            float(b["card_ms"]),
-            float(b["wall_ms"]),
-            float(b["lag_ms"]),
-            float(b["energy_mj"]),
-            bool(b["throttled"]),
-        )
-    except (KeyError, TypeError, ValueError) as exc:
-        raise CardProtocolError(f"card sent a malformed SCORED: {exc}") from exc
-
-
-def _probability(p: object) -> float:
-    """``p`` if it is a probability; NaN, infinities, bools and strings are not."""
-    if isinstance(p, bool) or not isinstance(p, int | float) or not 0.0 <= p <= 1.0:
-        raise ValueError(f"{p!r} is not a probability")
-    return float(p)

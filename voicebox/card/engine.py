@@ -11,7 +11,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
-from voicebox.card.driver import CardDriver, CardIdentity, StreamDone, TokenPiece
+from voicebox.card.answers import CardIdentity, StreamDone, TokenPiece
+from voicebox.card.driver import CardDriver
 from voicebox.card.errors import (
     CardError,
     CardLinkError,

@@ -77,8 +77,9 @@ class _OpenTurn:
 
     def commit(self, session: _Session) -> Prefilled:
         """The session's KV cache now holds this prompt; no GENERATE is armed."""
-        result = Prefilled(len(self.tokens), _common_prefix(session.kv_tokens, self.tokens),
-                           self.dropped)
+        result = Prefilled(
+            len(self.tokens), _common_prefix(session.kv_tokens, self.tokens), self.dropped
+        )
         session.kv_tokens = self.tokens
         session.prompt, session.prefilled = None, None
         return result

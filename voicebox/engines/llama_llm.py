@@ -63,8 +63,8 @@ class LlamaEngine:
         if not template:
             raise ModelError(f"LLM model {model_path} has no chat template in its metadata")
         vocab = self._llm
-        eos = vocab.detokenize([vocab.token_eos()]).decode("utf-8", "ignore")
-        bos = vocab.detokenize([vocab.token_bos()]).decode("utf-8", "ignore")
+        eos = vocab.detokenize([vocab.token_eos()], special=True).decode("utf-8", "ignore")
+        bos = vocab.detokenize([vocab.token_bos()], special=True).decode("utf-8", "ignore")
         self._formatter = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos)
         self._eos = eos
         self._eot_ids = sorted({t for c in (".", "?", "!", eos) for t in self.tokenize(c)[:1]})

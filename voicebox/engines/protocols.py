@@ -111,3 +111,11 @@ class EndOfTurnScorer(Protocol):
     def prefill(self, messages: Sequence[ChatMessage]) -> None:
         """Warm the cache with the prompt for ``messages`` (stable partial transcripts)."""
         ...
+
+
+class TurnModel(Protocol):
+    """An audio end-of-turn model (prosody)."""
+
+    def probability(self, audio: FloatAudio) -> float:
+        """Probability that ``audio`` (16 kHz, the turn so far) ends a finished turn."""
+        ...

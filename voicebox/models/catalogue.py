@@ -30,6 +30,7 @@ class ModelKind(enum.StrEnum):
     LLM = "llm"
     TTS = "tts"
     VAD = "vad"
+    TURN = "turn"
 
 
 class ModelFormat(enum.StrEnum):

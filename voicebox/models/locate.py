@@ -40,6 +40,10 @@ PACKAGED: dict[str, PackagedModel] = {
         "silero-vad-v6", "faster_whisper", "assets/silero_vad_v6.onnx",
         "pip install faster-whisper==1.2.1",
     ),
+    "turn": PackagedModel(
+        "smart-turn-v3.2", "pipecat", "audio/turn/smart_turn/data/smart-turn-v3.2-cpu.onnx",
+        "pip install --no-deps pipecat-ai==1.14.0",
+    ),
 }
 
 

@@ -6,7 +6,7 @@ import logging
 import os
 
 from voicebox.config import Config
-from voicebox.engines.protocols import AsrEngine, LlmEngine, VadEngine
+from voicebox.engines.protocols import AsrEngine, LlmEngine, TurnModel, VadEngine
 from voicebox.models.locate import packaged_path
 from voicebox.runtime.reply import Engines
 from voicebox.runtime.workers import EngineWorker
@@ -50,17 +50,26 @@ def load_engines(config: Config) -> tuple[VadEngine, Engines]:
     else:
         asr = WhisperAsrEngine(asr_dir, threads=config.asr_threads)
     tts = PiperTtsEngine(config.models.tts or packaged_path("tts"))
+    turn_model: TurnModel | None = None
+    if config.turn.semantic:
+        from voicebox.engines.smart_turn import SmartTurnEngine
+
+        turn_model = SmartTurnEngine(config.models.turn or packaged_path("turn"))
     llm = load_llm(config)
     engines = Engines(
         vad_worker=EngineWorker("vad"),
         asr=asr, asr_worker=EngineWorker("asr"),
         llm=llm, llm_worker=EngineWorker("llm"),
         tts=tts, tts_worker=EngineWorker("tts"),
+        turn_model=turn_model,
+        turn_worker=EngineWorker("turn") if turn_model is not None else None,
     )
     return vad, engines
 
 
 def close_engines(engines: Engines) -> None:
     engines.llm.close()
-    for worker in (engines.vad_worker, engines.asr_worker, engines.llm_worker, engines.tts_worker):
-        worker.close()
+    for worker in (engines.vad_worker, engines.asr_worker, engines.llm_worker, engines.tts_worker,
+                   engines.turn_worker):
+        if worker is not None:
+            worker.close()

@@ -24,7 +24,7 @@ class ClauseSplitter:
     """
 
     def __init__(
-        self, *, first_min_words: int = 2, min_words: int = 6, first_max_words: int = 4
+        self, *, first_min_words: int = 2, min_words: int = 6, first_max_words: int = 3
     ) -> None:
         self._buf = ""
         self._first = True

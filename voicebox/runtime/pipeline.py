@@ -38,7 +38,12 @@ from voicebox.events import (
 from voicebox.runtime.bargein import EnergyGate
 from voicebox.runtime.memory import Conversation
 from voicebox.runtime.reply import Engines, Reply
-from voicebox.runtime.turns import Decision, TurnDetector
+from voicebox.runtime.turns import (
+    Decision,
+    TurnDetector,
+    end_of_turn_score,
+    required_silence_ms,
+)
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -83,6 +88,8 @@ class Pipeline:
         pre = max(1, int(config.turn.pre_roll_ms / 1000 / self._frame_s))
         self._pre_roll: deque[FloatAudio] = deque(maxlen=pre)
         self._turn_audio: list[FloatAudio] = []
+        self._last_turn_audio: list[FloatAudio] = []
+        self._since_end: list[FloatAudio] = []
         self._turn = -1
         self._reply: Reply | None = None
         self._playing_reported = -1
@@ -96,6 +103,7 @@ class Pipeline:
         self._error: BaseException | None = None
         self._required_silence_ms = float(config.turn.end_of_turn_ms)
         self._gate = EnergyGate() if config.turn.fast_barge_in else None
+        self._side_tasks: set[asyncio.Task[None]] = set()
         self._turn_end_s: dict[int, float] = {}
 
     # -- events -----------------------------------------------------------------
@@ -174,7 +182,8 @@ class Pipeline:
             if self._detector.in_turn:
                 self._turn_audio.append(frame)
             else:
-                self._pre_roll.append(frame)
+                self._since_end.append(frame)
+            self._pre_roll.append(frame)
             decision = self._detector.update(prob, end_s)
             if decision is not None:
                 self._decide(decision)
@@ -183,12 +192,14 @@ class Pipeline:
     def _decide(self, decision: Decision) -> None:
         turn = self._detector.turn
         if decision is Decision.START:
+            if self._continues_last_turn():
+                self._resume_last_turn()
+                return
             if self._reply is not None:
                 self._barge_in()
             self._turn += 1
             n = self._turn
             self._turn_audio = list(self._pre_roll)
-            self._pre_roll.clear()
             self._last_partial_frames = 0
             self._emit(lambda t, s: SpeechStarted(t, round(turn.speech_start_s, 3), n))
             self._partial_task = asyncio.get_running_loop().create_task(self._partials(n))
@@ -201,22 +212,33 @@ class Pipeline:
         elif decision is Decision.END:
             self._end_turn()
 
+    async def _score_audio(self, reply: Reply, audio: FloatAudio) -> None:
+        model, worker = self._eng.turn_model, self._eng.turn_worker
+        assert model is not None and worker is not None
+        reply.audio_eot_probability = await worker.run(model.probability, audio)
+        self._scored(reply)
+
     def _scored(self, reply: Reply) -> None:
-        """The reply's end-of-turn probability is known: set the silence that confirms it."""
-        if reply is not self._reply or reply.eot_probability is None:
+        """Once every end-of-turn signal is in, set the silence that confirms the turn."""
+        if reply is not self._reply or reply.scored:
             return
-        cfg, p = self._cfg.turn, reply.eot_probability
-        required = (cfg.fast_end_ms if p >= cfg.eot_high
-                    else cfg.mid_end_ms if p >= cfg.eot_low else cfg.end_of_turn_ms)
+        llm_p, audio_p = reply.eot_probability, reply.audio_eot_probability
+        if (llm_p is None and reply.scores_llm) or (audio_p is None and self._eng.turn_model):
+            return
+        reply.scored = True
+        cfg = self._cfg.turn
+        score = end_of_turn_score(cfg, llm_p, audio_p)
+        required = required_silence_ms(cfg, score)
         self._required_silence_ms = float(required)
-        n, ms = reply.turn, reply.eot_compute_ms
-        self._emit(lambda t, s: EndOfTurnScored(t, s, n, round(p, 4), required, ms))
+        n = reply.turn
+        self._emit(lambda t, s: EndOfTurnScored(
+            t, s, n, round(score or 0.0, 4), None if llm_p is None else round(llm_p, 4),
+            None if audio_p is None else round(audio_p, 4), required))
         self._check_semantic_end()
 
     def _check_semantic_end(self) -> None:
         reply = self._reply
-        if (reply is None or reply.released or reply.eot_probability is None
-                or not self._detector.in_turn):
+        if reply is None or reply.released or not reply.scored or not self._detector.in_turn:
             return
         if self._detector.silence_ms >= self._required_silence_ms and self._detector.end_now():
             self._end_turn("semantic")
@@ -231,8 +253,27 @@ class Pipeline:
             self._start_reply()
         assert self._reply is not None
         self._reply.release()
-        self._pre_roll.clear()
+        self._last_turn_audio = self._turn_audio
+        self._since_end = []
         self._turn_audio = []
+
+    def _continues_last_turn(self) -> bool:
+        """Speech soon after a turn ended, before any of the reply was heard: the user
+        had only paused, so the turn goes on (nothing stale ever reaches the speaker)."""
+        reply = self._reply
+        gap_ms = len(self._since_end) * self._frame_s * 1000
+        return (reply is not None and reply.released and not reply.started_playing
+                and reply.turn == self._turn and gap_ms <= self._cfg.turn.continuation_ms)
+
+    def _resume_last_turn(self) -> None:
+        self._core.playback.clear()
+        self._drop_reply("user continued")
+        n = self._turn
+        self._turn_audio = self._last_turn_audio + self._since_end
+        self._since_end = []
+        self._turn_end_s.pop(n, None)
+        self._emit(lambda t, s: SpeechResumed(t, s, n))
+        self._partial_task = asyncio.get_running_loop().create_task(self._partials(n))
 
     def _start_reply(self) -> None:
         self._drop_reply("superseded")
@@ -245,6 +286,11 @@ class Pipeline:
         )
         reply.task.add_done_callback(self._reply_finished)
         self._reply = reply
+        self._required_silence_ms = float(self._cfg.turn.end_of_turn_ms)
+        if self._cfg.turn.semantic and self._eng.turn_model is not None and audio.size:
+            task = asyncio.get_running_loop().create_task(self._score_audio(reply, audio))
+            self._side_tasks.add(task)
+            task.add_done_callback(self._side_tasks.discard)
 
     def _reply_finished(self, task: asyncio.Task[None]) -> None:
         if task.cancelled():
@@ -331,6 +377,8 @@ class Pipeline:
                 self._reply.cancel()
             if self._partial_task is not None:
                 self._partial_task.cancel()
+            for side in list(self._side_tasks):
+                side.cancel()
             for task in [*tasks, *waiters]:
                 task.cancel()
             await asyncio.gather(*tasks, *waiters, return_exceptions=True)

@@ -18,6 +18,7 @@ from voicebox.engines.protocols import (
     FloatAudio,
     LlmEngine,
     TtsEngine,
+    TurnModel,
 )
 from voicebox.events import (
     Event,
@@ -42,6 +43,8 @@ class Engines:
     llm_worker: EngineWorker
     tts: TtsEngine
     tts_worker: EngineWorker
+    turn_model: TurnModel | None = None
+    turn_worker: EngineWorker | None = None
 
 
 class Reply:
@@ -82,10 +85,16 @@ class Reply:
         self._max_tokens = max_tokens
         self._stream_tts = stream_tts
         self._score = score_end_of_turn and isinstance(engines.llm, EndOfTurnScorer)
+        self.scores_llm = self._score
+        """The LLM will score the end of turn (the pipeline waits for it)."""
+        self.scored = False
+        """The pipeline has combined the end-of-turn signals for this reply."""
         self._on_scored = on_scored
         self.eot_probability: float | None = None
         """The LLM's end-of-turn probability, once scored (None: not scored)."""
         self.eot_compute_ms = 0.0
+        self.audio_eot_probability: float | None = None
+        """The audio turn model's probability, once scored (set by the pipeline)."""
         self._emit = emit
         self._held: list[FloatAudio] = []
         self._cancel = threading.Event()
@@ -131,6 +140,9 @@ class Reply:
         self._emit(lambda t, s: TranscriptFinal(t, s, self.turn, transcript, _ms(t0)))
         if not transcript:
             self.generating = False
+            self.scores_llm = False
+            if self._on_scored is not None:
+                self._on_scored(self)
             return
         messages = self._conversation.prompt(transcript)
         if self._score:

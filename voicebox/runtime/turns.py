@@ -97,3 +97,26 @@ class TurnDetector:
         self._state = _State.IDLE
         self._paused = False
         return True
+
+
+def end_of_turn_score(
+    config: TurnConfig, llm_probability: float | None, audio_probability: float | None
+) -> float | None:
+    """The mean of the available signals, the LLM's scaled so ``llm_eot_full`` counts as 1."""
+    signals = []
+    if llm_probability is not None:
+        signals.append(min(1.0, llm_probability / config.llm_eot_full))
+    if audio_probability is not None:
+        signals.append(audio_probability)
+    return sum(signals) / len(signals) if signals else None
+
+
+def required_silence_ms(config: TurnConfig, score: float | None) -> int:
+    """Silence after the last speech frame that confirms a turn with this score."""
+    if score is None:
+        return config.end_of_turn_ms
+    if score >= config.eot_high:
+        return config.fast_end_ms
+    if score >= config.eot_low:
+        return config.mid_end_ms
+    return config.end_of_turn_ms
