@@ -99,7 +99,7 @@ class LlmConfig:
     """Device path of the card (pcie)."""
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
     max_reply_tokens: int = 64
-    context_tokens: int = 2048
+    context_tokens: int = 1024
     threads: int = 1
     stream_tts: bool = True
     """Speak clause by clause as tokens arrive; False waits for the whole reply (naive)."""

@@ -133,4 +133,4 @@ def test_simulate_turn_on_the_emulated_hc1(tmp_path: Path) -> None:
         for e in map(json.loads, events.read_text().splitlines())
         if e["event"] == "EndOfTurnScored"
     ]
-    assert scored and all(0.0 <= e["probability"] <= 1.0 for e in scored)
+    assert scored and all(0.0 <= e["llm_probability"] <= 1.0 for e in scored)

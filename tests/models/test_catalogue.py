@@ -30,7 +30,7 @@ from voicebox.models.locate import PACKAGED, package_dir
 
 def test_shipped_catalogue_loads_with_one_default_per_kind() -> None:
     catalogue = load_catalogue()
-    assert {catalogue.default(kind).kind for kind in ModelKind} == set(ModelKind)
+    assert {e.kind for e in catalogue.defaults()} == set(ModelKind)
     assert len(catalogue.entries) >= 8
 
 
@@ -51,7 +51,7 @@ def test_shipped_defaults_match_locate() -> None:
 def test_shipped_hub_models_are_https_and_hashes_wellformed() -> None:
     catalogue = load_catalogue()
     hub = [e for e in catalogue.entries if e.package is None and e.assemble is None]
-    assert {e.kind for e in hub} == set(ModelKind)
+    assert {e.kind for e in hub} == set(ModelKind) - {ModelKind.TURN}
     for entry in hub:
         assert all(f.url is not None and f.url.startswith("https://") for f in entry.files)
     for entry in catalogue.entries:
@@ -132,8 +132,7 @@ def test_packaged_models_verify(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     make_default_packages(tmp_path / "site")
     monkeypatch.syspath_prepend(str(tmp_path / "site"))
     catalogue = load_catalogue(write_catalogue(tmp_path / "c.toml"))
-    for kind in ModelKind:
-        entry = catalogue.default(kind)
+    for entry in catalogue.defaults():
         path = verify_model(entry, model_root(entry, tmp_path / "models"), hashes=True)
         assert path.exists()
     asr = catalogue.default(ModelKind.ASR)
@@ -207,6 +206,5 @@ REAL_PACKAGES = all(package_dir(p.package) is not None for p in PACKAGED.values(
 @pytest.mark.skipif(not REAL_PACKAGES, reason="default model packages not installed")
 def test_real_packaged_defaults_pass_every_check() -> None:
     catalogue = load_catalogue()
-    for kind in ModelKind:
-        entry = catalogue.default(kind)
+    for entry in catalogue.defaults():
         verify_model(entry, model_root(entry, Path("models")), hashes=True)

@@ -63,7 +63,9 @@ def _parse_fmt(path: Path, body: bytes) -> tuple[int, int, int, int]:
     if tag == _EXTENSIBLE and len(body) >= 26:
         (tag,) = struct.unpack_from("<H", body, 24)
     if tag not in (_PCM, _FLOAT):
-        raise BadAudioError(f"{path}: unsupported WAV encoding (format tag {tag}); use PCM or float")
+        raise BadAudioError(
+            f"{path}: unsupported WAV encoding (format tag {tag}); use PCM or float"
+        )
     if channels < 1 or rate < 1:
         raise BadAudioError(f"{path}: WAV header has {channels} channels at {rate} Hz")
     if (tag == _PCM and bits not in (8, 16, 24, 32)) or (tag == _FLOAT and bits not in (32, 64)):

@@ -89,6 +89,32 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     main = from_dict(run_job(WorkerJob("main", "voicebox", names, args.idle_s), cargs,
                              args.report))
+    others, whole = _secondary_runs(args, names, variant, cargs, notes)
+    for r in (main, *others):
+        if whole is not None:
+            _attach_whole(r, whole)
+        r.summary = summarise(r)
+    notes += _provenance_notes([main, *others])
+
+    judge = judge_difference(main, args.judge_json) if args.judge_json else None
+    report = BenchReport(
+        command="voicebox bench " + " ".join(shlex.quote(a) for a in sys.argv[2:]),
+        main=main, others=others, ratios=ratios(main, others),
+        checks=check(main.summary, None if judge is None else judge["difference_ms"]),
+        judge=judge, notes=notes)
+    for r in (main, *others):
+        write_json(r, args.report / f"{r.label}.json")
+        waterfall(r, args.report / f"{r.label}_waterfall.png")
+    (args.report / "bench.md").write_text(markdown(report))
+    _print(report)
+    print(json.dumps(report.summary_line()))
+    return 0
+
+
+def _secondary_runs(args: argparse.Namespace, names: tuple[str, ...], variant: tuple[str, ...],
+                    cargs: list[str], notes: list[str]
+                    ) -> tuple[list[BenchResult], dict[str, list[str]] | None]:
+    """The WER reference, the naive pipeline and the one-core run (each optional)."""
     others: list[BenchResult] = []
     whole: dict[str, list[str]] | None = None
     if not args.no_whole_asr:
@@ -111,35 +137,22 @@ def cmd_bench(args: argparse.Namespace) -> int:
                          notes, "one-core run")
         if data is not None:
             others.append(from_dict(data))
-    if whole is not None:
-        for r in (main, *others):
-            _attach_whole(r, whole)
-    codes = {r.label: r.code for r in (main, *others)}
+    return others, whole
+
+
+def _provenance_notes(runs: list[BenchResult]) -> list[str]:
+    """Which code ran, and whether anything else was using the CPU meanwhile."""
+    notes = []
+    codes = {r.label: r.code for r in runs}
     if len(set(codes.values())) > 1:
         notes.append(f"The voicebox sources changed while the bench ran, so the runs did not "
                      f"all run the same code (source fingerprints: {codes}).")
-    notes.append(f"Source fingerprint {main.code} ({_git_state()}).")
-    for r in (main, *others):
-        r.summary = summarise(r)
-    busy = {r.label: r.background_cpu_pct for r in (main, *others)
-            if (r.background_cpu_pct or 0) > 10}
+    notes.append(f"Source fingerprint {runs[0].code} ({_git_state()}).")
+    busy = {r.label: r.background_cpu_pct for r in runs if (r.background_cpu_pct or 0) > 10}
     if busy:
         notes.append(f"Other processes used CPU during these runs (% of one core: {busy}); "
                      "on a 2-core machine that inflates and spreads the latencies.")
-
-    judge = judge_difference(main, args.judge_json) if args.judge_json else None
-    report = BenchReport(
-        command="voicebox bench " + " ".join(shlex.quote(a) for a in sys.argv[2:]),
-        main=main, others=others, ratios=ratios(main, others),
-        checks=check(main.summary, None if judge is None else judge["difference_ms"]),
-        judge=judge, notes=notes)
-    for r in (main, *others):
-        write_json(r, args.report / f"{r.label}.json")
-        waterfall(r, args.report / f"{r.label}_waterfall.png")
-    (args.report / "bench.md").write_text(markdown(report))
-    _print(report)
-    print(json.dumps(report.summary_line()))
-    return 0
+    return notes
 
 
 def _git_state() -> str:
@@ -171,7 +184,6 @@ def _attach_whole(result: BenchResult, texts: dict[str, list[str]]) -> None:
     for s in result.scores:
         for t, text in zip(s.turns, texts.get(s.name, []), strict=False):
             t.whole_asr_text = text
-    result.summary = summarise(result)
 
 
 def _print(report: BenchReport) -> None:

@@ -78,7 +78,8 @@ class LlamaEngine:
 
     def render(self, messages: Sequence[ChatMessage]) -> tuple[str, list[str]]:
         """The prompt text (with the assistant header) and the template's stop strings."""
-        response = self._formatter(messages=[_as_dict(m) for m in messages])
+        rendered: Any = [_as_dict(m) for m in messages]  # llama_cpp's TypedDicts, by shape
+        response = self._formatter(messages=rendered)
         stop = response.stop if isinstance(response.stop, list) else [response.stop or self._eos]
         return response.prompt, [s for s in stop if s]
 

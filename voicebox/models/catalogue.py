@@ -189,7 +189,9 @@ class Catalogue:
             raise ValueError("model names repeat")
         for kind in ModelKind:
             count = sum(e.default and e.kind is kind for e in self.entries)
-            if count != 1:
+            # The audio turn model is optional (the runtime falls back to the LLM's signal).
+            wanted = (0, 1) if kind is ModelKind.TURN else (1,)
+            if count not in wanted:
                 raise ValueError(f"there must be exactly one default {kind} model, not {count}")
 
     def get(self, name: str) -> ModelEntry:
@@ -199,6 +201,10 @@ class Catalogue:
                 return entry
         known = ", ".join(e.name for e in self.entries)
         raise ModelError(f"no model named {name!r} in the catalogue; known: {known}")
+
+    def defaults(self) -> list[ModelEntry]:
+        """The packaged default of every kind that has one (the turn model is optional)."""
+        return [e for kind in ModelKind for e in self.entries if e.default and e.kind is kind]
 
     def default(self, kind: ModelKind) -> ModelEntry:
         """The packaged default of ``kind``."""

@@ -17,7 +17,6 @@ from voicebox.models.catalogue import (
     Catalogue,
     ModelEntry,
     ModelFormat,
-    ModelKind,
     check_format,
     load_catalogue,
     main_path,
@@ -107,10 +106,7 @@ def run_check(args: argparse.Namespace) -> int:
     """Verify models (the packaged defaults unless named); ModelError naming what is wrong."""
     catalogue = _catalogue(args)
     models_dir = _dir(args.models_dir)
-    if args.names:
-        entries = [catalogue.get(name) for name in args.names]
-    else:
-        entries = [catalogue.default(kind) for kind in ModelKind]
+    entries = [catalogue.get(name) for name in args.names] if args.names else catalogue.defaults()
     problems: list[str] = []
     for entry in entries:
         try:

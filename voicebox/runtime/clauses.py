@@ -8,8 +8,30 @@ _END = re.compile(r"[.!?;:](?=\s)|\n")
 _SOFT = re.compile(r",(?=\s)")
 _WORD_END = re.compile(r"\S+(?=\s)")
 _PHRASE_STARTS = frozenset(
-    "who which that and but or because so when while if to for with about as than "
-    "where since although though until".split()
+    [
+        "who",
+        "which",
+        "that",
+        "and",
+        "but",
+        "or",
+        "because",
+        "so",
+        "when",
+        "while",
+        "if",
+        "to",
+        "for",
+        "with",
+        "about",
+        "as",
+        "than",
+        "where",
+        "since",
+        "although",
+        "though",
+        "until",
+    ]
 )
 _UNSPEAKABLE = re.compile(r"[*_#`~<>\[\]{}|]|[\U0001F000-\U0001FAFF\u2600-\u27BF]")
 

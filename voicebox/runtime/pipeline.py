@@ -48,6 +48,10 @@ from voicebox.runtime.turns import (
 _LOGGER = logging.getLogger(__name__)
 
 
+def partial_event(turn: int, text: str, ms: float) -> Callable[[float, float], Event]:
+    return lambda t, s: TranscriptPartial(t, s, turn, text, ms)
+
+
 class DuplexDevice(Protocol):
     """A sound card or the virtual device: runs ``core`` block by block."""
 
@@ -337,10 +341,10 @@ class Pipeline:
             self._last_partial_frames = len(self._turn_audio)
             audio = np.concatenate(self._turn_audio)
             t0 = time.monotonic()
-            text = (await worker.run(lambda: asr.transcribe(audio, final=False))).text
+            text = (await worker.run(lambda a=audio: asr.transcribe(a, final=False))).text
             if self._turn == turn and self._detector.in_turn:
                 ms = round((time.monotonic() - t0) * 1000, 1)
-                self._emit(lambda t, s: TranscriptPartial(t, s, turn, text, ms))
+                self._emit(partial_event(turn, text, ms))
                 await self._prefill(text)
 
     async def _prefill(self, partial: str) -> None:

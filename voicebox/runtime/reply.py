@@ -201,8 +201,10 @@ class Reply:
         self.pushed_samples += audio.shape[0]
 
 
-def trim_leading_silence(audio: FloatAudio, rate_hz: int, floor_dbfs: float = -45.0) -> FloatAudio:
-    """Drop the synthesizer's quiet lead-in (it only adds latency), keeping 5 ms before the onset."""
+def trim_leading_silence(
+    audio: FloatAudio, rate_hz: int, floor_dbfs: float = -45.0
+) -> FloatAudio:
+    """Drop the synthesizer's quiet lead-in (it only adds latency); keep 5 ms before onset."""
     hop = max(1, rate_hz // 400)
     n = audio.shape[0] // hop * hop
     if n == 0:
