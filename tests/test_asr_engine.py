@@ -188,3 +188,43 @@ def test_trim_loop_keeps_the_first_occurrence() -> None:
     assert _has_loop(["four", "queen", "of", "clubs", "four", "queen", "of", "clubs"])
     assert not _has_loop(["five", "five"])
     assert not _has_loop(["he", "was", "not", "an", "ill", "disposed", "young", "man"])
+
+
+def partials_then_final(engine: AsrEngine, audio: FloatAudio) -> str:
+    """What the pipeline does: a partial every 400 ms of speech, then the final."""
+    for end in range(6_400, len(audio), 6_400):
+        engine.transcribe(audio[:end], final=False)
+    return engine.transcribe(audio, final=True).text
+
+
+@pytest.mark.slow
+def test_final_after_partials_is_no_worse_than_cold(engine: AsrEngine) -> None:
+    cold = warm = total = 0
+    for name, reference in REFERENCES.items():
+        audio = read_clip(name)
+        ref = reference.split()
+        engine.transcribe(np.zeros(1_600, dtype=np.float32), final=False)  # another utterance
+        cold += word_errors(ref, words(engine.transcribe(audio, final=True).text))
+        warm += word_errors(ref, words(partials_then_final(engine, audio)))
+        total += len(ref)
+    assert warm <= cold, (warm, cold, total)
+
+
+@pytest.mark.slow
+def test_partials_of_one_utterance_do_not_leak_into_the_next(engine: AsrEngine) -> None:
+    first = read_clip(f"librivox/{LIBRIVOX}0870")
+    second = read_clip(f"librivox/{LIBRIVOX}0920")
+    reference = words(
+        "had he married a more amiable woman he might have been made still more "
+        "respectable than he was"
+    )
+    alone = engine.transcribe(second, final=True).text
+    # The final of B straight after A's partials, and after B's own partials, both
+    # transcribe B: nothing heard of A carries over.
+    partials_then_final(engine, first)
+    for end in range(6_400, len(first), 6_400):
+        engine.transcribe(first[:end], final=False)
+    assert engine.transcribe(second, final=True).text == alone
+    after_own = words(partials_then_final(engine, second))
+    assert "dashwood" not in after_own
+    assert word_errors(reference, after_own) <= max(word_errors(reference, words(alone)), 2)

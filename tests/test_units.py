@@ -129,3 +129,17 @@ def test_config_validation_names_the_field(tmp_path: Path) -> None:
     good.write_text('[turn]\nend_of_turn_ms = 700\n[llm]\nmax_reply_tokens = 20\n')
     cfg = load_config(good, llm__max_reply_tokens=30)
     assert cfg.turn.end_of_turn_ms == 700 and cfg.llm.max_reply_tokens == 30
+
+
+def test_energy_gate_ignores_steady_noise_and_catches_an_onset() -> None:
+    from voicebox.runtime.bargein import EnergyGate
+
+    rng = np.random.default_rng(3)
+    gate = EnergyGate(rise_db=12, min_dbfs=-45, blocks=2)
+    noise = [(0.01 * rng.standard_normal(160)).astype(np.float32) for _ in range(100)]
+    assert not any(gate.loud(b, track_floor=True) for b in noise)
+    speech = [(0.2 * rng.standard_normal(160)).astype(np.float32) for _ in range(3)]
+    assert [gate.loud(b, track_floor=False) for b in speech] == [False, True, True]
+    # A level the VAD did not confirm becomes background.
+    gate.false_alarm(gate.level(speech[0]))
+    assert not gate.loud(speech[1] * 0.9, track_floor=False)

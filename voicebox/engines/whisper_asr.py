@@ -51,13 +51,6 @@ _STUTTER = re.compile(r"(.{1,16}?)\1{5,}", re.DOTALL)
 _TOKENS_BASE = 12
 _TOKENS_PER_S = 8.0
 """Token cap = base + rate * duration: enough for fast speech, stops loops early."""
-_COMMIT_HOLDBACK_WORDS = 1
-"""Agreed words left uncommitted at the end: the last agreed word may still change."""
-_COMMIT_MARGIN_S = 0.5
-"""Committed words end (by estimate) this long before the end of the audio both partials saw."""
-_PREFIXED_WINDOW_S = 3.0
-"""Encoder window floor for a final after a committed prefix: the prefix anchors the
-decoder, so the short window's loops are rarer (and still caught by the checks)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,11 +59,8 @@ class _Decoded:
 
     text: str
     """Text of the tokens kept (those timed inside the audio)."""
-    ids: list[int]
-    """The tokens generated after the start-of-transcript sequence (a forced prefix
-    included), timestamps and all; what a later final may reuse as its prefix."""
     avg_logprob: float
-    """Mean log probability per generated token, as faster-whisper computes it."""
+    """Mean log probability per token, as faster-whisper computes it."""
     no_speech_prob: float
     """Probability of the no-speech token at the first step."""
     hit_cap: bool
@@ -78,19 +68,6 @@ class _Decoded:
     resume_s: float | None
     """Where untranscribed audio starts when the decoder ended early (it closed a segment
     there and had no room for the next, as in Whisper's long-form seeking); else None."""
-
-
-@dataclass(slots=True)
-class _Utterance:
-    """What the engine has heard of the utterance in progress (LocalAgreement-2 state)."""
-
-    audio: FloatAudio
-    """A copy of the audio of the latest call; a call whose audio does not start with it
-    begins a new utterance."""
-    prompt: str
-    """The prompt of that call; a different prompt also begins a new utterance."""
-    hypotheses: list[tuple[float, list[int]]]
-    """The last two clean partial decodes: audio seconds and generated token ids."""
 
 
 class WhisperAsrEngine:
@@ -105,13 +82,6 @@ class WhisperAsrEngine:
     degenerate (loops, too many words per second, compression ratio, low log probability)
     is decoded again on the full 30 s window when ``final``, or trimmed at its first loop
     when partial. ``prompt`` goes in as Whisper's ``<|startofprev|>`` context.
-
-    With ``streaming``, the engine remembers the partials of the utterance in progress
-    (calls whose audio extends the previous call's) and commits the words the last two
-    agree on (LocalAgreement-2, as in whisper_streaming), holding back the last agreed
-    word and any word not safely inside the audio both heard. The final forces the
-    committed tokens as the decoder's prefix and decodes only the rest; if that result
-    looks degenerate, the final is decoded from scratch with all the guards above.
     """
 
     def __init__(
@@ -126,7 +96,6 @@ class WhisperAsrEngine:
         final_beam: int = 5,
         partial_beam: int = 1,
         fallback: bool = True,
-        streaming: bool = True,
     ) -> None:
         import ctranslate2
         import tokenizers
@@ -156,11 +125,6 @@ class WhisperAsrEngine:
         self._tokenizer = Tokenizer(
             hf_tokenizer, multilingual, task="transcribe", language="en" if multilingual else None
         )
-        # BPE pieces start with "Ġ" where a word starts (after a space).
-        self._starts_word = [
-            (piece or "").startswith("\u0120")
-            for piece in (hf_tokenizer.id_to_token(i) for i in range(hf_tokenizer.get_vocab_size()))
-        ]
         self._features = FeatureExtractor(feature_size=int(self._model.n_mels))
         self._final_window_s = final_window_s
         self._partial_window_s = partial_window_s
@@ -168,20 +132,11 @@ class WhisperAsrEngine:
         self._final_beam = final_beam
         self._partial_beam = partial_beam
         self._fallback = fallback
-        self._streaming = streaming
-        self._utterance: _Utterance | None = None
 
     def transcribe(self, audio: FloatAudio, *, final: bool, prompt: str = "") -> Transcript:
-        """Transcribe ``audio``; partials decode greedily, finals with beam search and a check.
-
-        A final whose audio extends the audio of the preceding partials decodes only what
-        they have not yet agreed on.
-        """
+        """Transcribe ``audio``; partials decode greedily, finals with beam search and a check."""
         samples = np.ascontiguousarray(np.asarray(audio, dtype=np.float32).reshape(-1))
         audio_s = len(samples) / ASR_SAMPLE_RATE_HZ
-        one_window = len(samples) <= _FULL_WINDOW_S * ASR_SAMPLE_RATE_HZ
-        utterance = self._follow(samples, prompt) if self._streaming and one_window else None
-        prefix = self._committed(utterance) if final and utterance is not None else []
         texts: list[str] = []
         start = 0
         # Audio longer than Whisper's window, or left over when the decoder stops early,
@@ -193,88 +148,36 @@ class WhisperAsrEngine:
                 start += len(piece)
                 continue
             context = " ".join([prompt, *texts]).strip()
-            text, resume_s, clean = self._transcribe_window(
-                piece, final=final, prompt=context, prefix=prefix if start == 0 else []
-            )
-            if utterance is not None and not final and start == 0 and resume_s is None:
-                # Only a clean decode of the whole audio is a hypothesis to agree with.
-                utterance.hypotheses = [*utterance.hypotheses, (audio_s, clean)][-2:] if clean else []
+            text, resume_s = self._transcribe_window(piece, final=final, prompt=context)
             if text:
                 texts.append(text)
             start += len(piece) if resume_s is None else round(resume_s * ASR_SAMPLE_RATE_HZ)
         return Transcript(text=" ".join(texts).strip(), audio_s=audio_s)
 
-    def _follow(self, samples: FloatAudio, prompt: str) -> _Utterance:
-        """The utterance ``samples`` continue, or a new one if they do not extend the last."""
-        last = self._utterance
-        if (
-            last is None
-            or last.prompt != prompt
-            or len(samples) < len(last.audio)
-            or not np.array_equal(samples[: len(last.audio)], last.audio)
-        ):
-            last = _Utterance(audio=samples, prompt=prompt, hypotheses=[])
-            self._utterance = last
-        last.audio = samples.copy()
-        return last
-
-    def _committed(self, utterance: _Utterance) -> list[int]:
-        """Tokens (timestamps included) the last two partials agree on, safely inside both."""
-        if len(utterance.hypotheses) < 2:
-            return []
-        (older_s, older), (newer_s, newer) = utterance.hypotheses
-        ts = self._tokenizer.timestamp_begin
-        a = [t for t in older if t < ts]
-        b_at = [i for i, t in enumerate(newer) if t < ts]
-        b = [newer[i] for i in b_at]
-        agreed = 0
-        while agreed < min(len(a), len(b)) and a[agreed] == b[agreed]:
-            agreed += 1
-        ends = _token_ends(newer, ts, newer_s)
-        # Cut points: word starts whose token both agree on, so the words before are whole.
-        cuts = [i for i in range(1, agreed) if self._starts_word[b[i]]]
-        if agreed == len(a) == len(b):
-            cuts.append(agreed)
-        cuts = [i for i in cuts if ends[i - 1] <= older_s - _COMMIT_MARGIN_S]
-        if len(cuts) <= _COMMIT_HOLDBACK_WORDS:
-            return []
-        cut = cuts[-1 - _COMMIT_HOLDBACK_WORDS]
-        committed = newer[: b_at[cut - 1] + 1]
-        if committed[0] < ts:
-            committed = [ts, *committed]
-        return committed
-
     def _transcribe_window(
-        self, audio: FloatAudio, *, final: bool, prompt: str, prefix: list[int]
-    ) -> tuple[str, float | None, list[int]]:
-        """Text of ``audio`` (at most 30 s), where to resume if some was left over, and the
-        generated tokens if the decode was clean (else [])."""
+        self, audio: FloatAudio, *, final: bool, prompt: str
+    ) -> tuple[str, float | None]:
+        """Text of ``audio`` (at most 30 s) and where to resume if some was left over."""
         audio_s = len(audio) / ASR_SAMPLE_RATE_HZ
         floor_s = self._final_window_s if final else self._partial_window_s
         window_s = min(_FULL_WINDOW_S, max(floor_s, audio_s + self._tail_s))
         beam = self._final_beam if final else self._partial_beam
         prompt_ids = self._prompt_ids(prompt)
-        if prefix:
-            prefixed_s = min(_FULL_WINDOW_S, max(_PREFIXED_WINDOW_S, audio_s + self._tail_s))
-            warm = self._generate(self._encode(audio, prefixed_s), audio_s, beam, prompt_ids, prefix)
-            if not _is_silence(warm) and not _looks_degenerate(warm, audio_s):
-                return warm.text, warm.resume_s, warm.ids
-            _LOGGER.debug("degenerate %r after a committed prefix; decoding afresh", warm.text)
         short = self._decode(audio, window_s, beam, prompt_ids)
         if _is_silence(short):
-            return "", None, []
+            return "", None
         if not _looks_degenerate(short, audio_s):
-            return short.text, short.resume_s, short.ids
+            return short.text, short.resume_s
         if not final or not self._fallback or window_s >= _FULL_WINDOW_S:
             _LOGGER.debug("degenerate %r; trimming", short.text)
-            return _trim_loop(short.text), None, []
+            return _trim_loop(short.text), None
         _LOGGER.debug("degenerate %r on %.1f s window; full-window retry", short.text, window_s)
         full = self._decode(audio, _FULL_WINDOW_S, beam, prompt_ids)
         if _is_silence(full):
-            return "", None, []
+            return "", None
         if _looks_degenerate(full, audio_s):
-            return _trim_loop(max(short, full, key=lambda d: d.avg_logprob).text), None, []
-        return full.text, full.resume_s, full.ids
+            return _trim_loop(max(short, full, key=lambda d: d.avg_logprob).text), None
+        return full.text, full.resume_s
 
     def _prompt_ids(self, prompt: str) -> list[int]:
         tok = self._tokenizer
@@ -298,38 +201,24 @@ class WhisperAsrEngine:
         return self._model.encode(ctranslate2.StorageView.from_array(batch))
 
     def _decode(self, audio: FloatAudio, window_s: float, beam: int, prompt: list[int]) -> _Decoded:
-        audio_s = len(audio) / ASR_SAMPLE_RATE_HZ
-        return self._generate(self._encode(audio, window_s), audio_s, beam, prompt, [])
-
-    def _generate(
-        self,
-        encoded: ctranslate2.StorageView,
-        audio_s: float,
-        beam: int,
-        prompt: list[int],
-        prefix: list[int],
-    ) -> _Decoded:
         # Decoding with timestamps: text timed after the end of the audio (a short
         # window's typical loop: the utterance said again) can be dropped, and on long
         # audio the untimed decoder tends to stop after the first sentence.
         tok = self._tokenizer
+        audio_s = len(audio) / ASR_SAMPLE_RATE_HZ
         cap = min(_MAX_LENGTH - len(prompt), math.ceil(_TOKENS_BASE + _TOKENS_PER_S * audio_s))
-        cap = max(cap, len(prefix) + 1)
         result = self._model.generate(
-            encoded,
-            [prompt + prefix],
+            self._encode(audio, window_s),
+            [prompt],
             beam_size=beam,
-            # CTranslate2 returns at most max_length // 2 tokens after the start-of-
-            # transcript sequence (the forced prefix counted), whatever the prompt.
-            max_length=2 * cap,
+            max_length=len(prompt) + cap,
             return_scores=True,
             return_no_speech_prob=True,
             suppress_blank=True,
             suppress_tokens=[-1],
         )[0]
         ids: list[int] = list(result.sequences_ids[0])
-        generated = max(len(ids) - len(prefix), 0)
-        avg_logprob = float(result.scores[0]) * generated / (generated + 1)
+        avg_logprob = float(result.scores[0]) * len(ids) / (len(ids) + 1)
         resume_s = None
         if len(ids) >= 2 and min(ids[-2:]) >= tok.timestamp_begin:
             # Ends "<|t|><|t|>": a segment closed at t and the next one did not fit.
@@ -338,31 +227,11 @@ class WhisperAsrEngine:
                 resume_s = stop_s
         return _Decoded(
             text=tok.decode(_inside_audio(ids, tok.timestamp_begin, audio_s)).strip(),
-            ids=ids,
             avg_logprob=avg_logprob,
             no_speech_prob=float(result.no_speech_prob),
             hit_cap=len(ids) >= cap,
             resume_s=resume_s,
         )
-
-
-def _token_ends(ids: list[int], timestamp_begin: int, audio_s: float) -> list[float]:
-    """Estimated end time of each text token in ``ids``: its segment's span shared out in
-    proportion to token count (an open last segment ends at ``audio_s``)."""
-    ends: list[float] = []
-    start_s = 0.0
-    pending = 0
-    for token in [*ids, None]:
-        if token is None or token >= timestamp_begin:
-            stamp_s = audio_s if token is None else (token - timestamp_begin) * _TIME_PRECISION_S
-            if pending:
-                step = max(stamp_s - start_s, 0.0) / pending
-                ends.extend(start_s + step * (k + 1) for k in range(pending))
-                pending = 0
-            start_s = stamp_s
-        else:
-            pending += 1
-    return ends
 
 
 def _inside_audio(ids: list[int], timestamp_begin: int, audio_s: float) -> list[int]:

@@ -25,10 +25,12 @@ class EnergyGate:
         self._min = 10 ** (min_dbfs / 20)
         self._need = blocks
         self.confirm_s = confirm_s
-        self._floor = self._min / self._rise
+        self._floor: float | None = None
         self._run = 0
         self.ducked_at: float | None = None
         """Stream time when playback was paused, or None."""
+        self.ducked_level = 0.0
+        """Input level that caused the pause."""
 
     def level(self, block: FloatAudio) -> float:
         return math.sqrt(float((block * block).mean())) if block.size else 0.0
@@ -36,12 +38,18 @@ class EnergyGate:
     def loud(self, block: FloatAudio, *, track_floor: bool) -> bool:
         """True once ``blocks`` consecutive blocks stand clearly above the noise floor."""
         rms = self.level(block)
+        if self._floor is None:
+            self._floor = rms
         threshold = max(self._floor * self._rise, self._min)
         if rms > threshold:
             self._run += 1
         else:
             self._run = 0
             if track_floor:
-                # Follow the floor down fast and up slowly (steady background noise).
-                self._floor = rms if rms < self._floor else 0.98 * self._floor + 0.02 * rms
+                # Follow the floor down at once and up within ~100 ms (steady noise).
+                self._floor = rms if rms < self._floor else 0.9 * self._floor + 0.1 * rms
         return self._run >= self._need
+
+    def false_alarm(self, level: float) -> None:
+        """The VAD did not confirm speech: treat ``level`` as background from now on."""
+        self._floor = max(self._floor or 0.0, level)

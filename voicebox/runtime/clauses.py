@@ -86,11 +86,11 @@ class ClauseSplitter:
             # No punctuation yet: end the first clause early so the first audio is short
             # and quick to synthesize, before a word that starts a phrase if one comes.
             words = list(_WORD_END.finditer(self._buf))
-            for i in range(self._first_min + 1, min(len(words), self._first_max + 4)):
+            for i in range(self._first_min + 1, min(len(words), self._first_max + 2)):
                 if words[i].group().lower() in _PHRASE_STARTS:
                     return words[i - 1].end()
-            if len(words) > self._first_max + 3:
-                return words[self._first_max + 2].end()
+            if len(words) > self._first_max + 1:
+                return words[self._first_max].end()
         return None
 
 

@@ -145,9 +145,11 @@ class Pipeline:
             if playing and loud:
                 pb.paused = True
                 gate.ducked_at = now
+                gate.ducked_level = gate.level(block)
         elif now - gate.ducked_at > gate.confirm_s or not playing:
             pb.paused = False  # the VAD did not confirm: carry on speaking
             gate.ducked_at = None
+            gate.false_alarm(gate.ducked_level)
 
     def _idle(self) -> bool:
         return (
@@ -345,7 +347,9 @@ class Pipeline:
             if self._turn == turn and self._detector.in_turn:
                 ms = round((time.monotonic() - t0) * 1000, 1)
                 self._emit(partial_event(turn, text, ms))
-                await self._prefill(text)
+                if self._detector.turn.silence_s == 0 and self._reply is None:
+                    # Not once the user paused: the final and the reply need the CPU.
+                    await self._prefill(text)
 
     async def _prefill(self, partial: str) -> None:
         """Warm the LLM's cache with the words so far, so the reply prefills only the tail."""
