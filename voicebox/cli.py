@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import sys
 from collections.abc import Callable, Sequence
@@ -91,6 +92,12 @@ def cmd_listen(args: argparse.Namespace) -> int:
     from voicebox.runtime.session import listen
 
     config = _config(args)
+    if not args.echo_free:
+        # Without echo cancellation the microphone hears the reply: only the VAD may
+        # interrupt it, not a rise in energy.
+        config = dataclasses.replace(
+            config, turn=dataclasses.replace(config.turn, fast_barge_in=False)
+        )
     device = SoundDevice(
         input_device=args.input_device, output_device=args.output_device,
         sample_rate_hz=config.audio.sample_rate_hz, block_ms=config.audio.block_ms,
@@ -132,6 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_pipeline_args(p)
     p.add_argument("--input-device", help="PortAudio input device (index or name)")
     p.add_argument("--output-device", help="PortAudio output device (index or name)")
+    p.add_argument("--echo-free", action="store_true",
+                   help="the microphone does not hear the speaker (headset, hardware AEC): "
+                        "pause the reply on the first sound of the user's voice")
     p.set_defaults(func=cmd_listen)
 
     p = sub.add_parser("simulate", help="hear a WAV in real time, write what was played")
