@@ -77,3 +77,33 @@ def close_engines(engines: Engines) -> None:
                    engines.turn_worker):
         if worker is not None:
             worker.close()
+
+
+def warm_up(vad: VadEngine, engines: Engines, system_prompt: str) -> None:
+    """One throw-away call per engine before the audio starts.
+
+    First calls pay for lazy allocations, page faults of memory-mapped weights and
+    kernel selection (the first LLM call here can take seconds); the system prompt also
+    lands in the LLM's KV cache, so the first turn prefills only its own words.
+    """
+    import threading
+
+    import numpy as np
+
+    from voicebox.engines.protocols import ChatMessage, EndOfTurnScorer
+
+    rng = np.random.default_rng(0)
+    noise = (0.05 * rng.standard_normal(16_000)).astype(np.float32)
+    vad.probability(noise[: vad.frame_samples])
+    vad.reset()
+    engines.asr.transcribe(noise, final=False)
+    engines.asr.transcribe(noise, final=True)
+    if engines.turn_model is not None:
+        engines.turn_model.probability(noise)
+    messages = [ChatMessage("system", system_prompt), ChatMessage("user", "Hello")]
+    llm = engines.llm
+    if isinstance(llm, EndOfTurnScorer):
+        llm.end_of_turn_probability(messages)
+    for _ in llm.stream(messages, max_tokens=2, cancel=threading.Event()):
+        pass
+    engines.tts.synthesize("Hello.")

@@ -12,6 +12,7 @@ from voicebox.audio.wav import read_wav, write_wav
 from voicebox.config import Config
 from voicebox.engines.protocols import FloatAudio, VadEngine
 from voicebox.events import Event, EventLog
+from voicebox.runtime.build import warm_up
 from voicebox.runtime.pipeline import DuplexDevice, Pipeline
 from voicebox.runtime.reply import Engines
 
@@ -52,6 +53,7 @@ def simulate_file(
     inp: Path, out: Path, *, config: Config, vad: VadEngine, engines: Engines, log: EventLog
 ) -> SimulationResult:
     audio, rate = read_wav(inp)
+    warm_up(vad, engines, config.llm.system_prompt)
     result = asyncio.run(simulate(audio, rate, config=config, vad=vad, engines=engines, log=log))
     write_wav(out, result.output, result.sample_rate_hz)
     return result
@@ -63,6 +65,7 @@ async def listen(
     """Run on the sound card until SIGINT or SIGTERM."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    warm_up(vad, engines, config.llm.system_prompt)  # before the audio starts
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     pipeline = Pipeline(config=config, device=device, vad=vad, engines=engines, log=log)
