@@ -143,3 +143,15 @@ def test_energy_gate_ignores_steady_noise_and_catches_an_onset() -> None:
     # A level the VAD did not confirm becomes background.
     gate.false_alarm(gate.level(speech[0]))
     assert not gate.loud(speech[1] * 0.9, track_floor=False)
+
+
+def test_clauses_cap_run_on_sentences() -> None:
+    sp = ClauseSplitter(first_max_words=3, max_words=5)
+    out = sp.feed("Well I think " + " ".join(f"w{i}" for i in range(12)) + " ")
+    assert out[0] == "Well I think w0"
+    assert all(len(c.split()) <= 5 for c in out)
+
+
+def test_clauses_do_not_end_at_abbreviations() -> None:
+    sp = ClauseSplitter()
+    assert sp.feed("And Mr. Dashwood went home. Then ") == ["And Mr. Dashwood went home."]

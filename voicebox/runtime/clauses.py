@@ -42,17 +42,23 @@ class ClauseSplitter:
     A sentence end always closes a clause. A comma closes one once it holds
     ``min_words`` words. The first clause of a reply closes earlier, at a comma after
     ``first_min_words`` or, failing punctuation, after ``first_max_words`` words, so the
-    first audio is short and quick.
+    first audio is short and quick. No clause runs past ``max_words``.
     """
 
     def __init__(
-        self, *, first_min_words: int = 2, min_words: int = 6, first_max_words: int = 3
+        self,
+        *,
+        first_min_words: int = 2,
+        min_words: int = 6,
+        first_max_words: int = 3,
+        max_words: int = 12,
     ) -> None:
         self._buf = ""
         self._first = True
         self._first_min = first_min_words
         self._min = min_words
         self._first_max = first_max_words
+        self._max = max_words
 
     def feed(self, piece: str) -> list[str]:
         self._buf += piece
@@ -72,8 +78,15 @@ class ClauseSplitter:
         self._buf = ""
         return [text] if text else []
 
+    def _abbreviation(self, dot: int) -> bool:
+        """A full stop that ends "Mr", "Dr", "e.g" and the like does not end a clause."""
+        if self._buf[dot] != ".":
+            return False
+        word = self._buf[:dot].rsplit(None, 1)[-1] if self._buf[:dot].strip() else ""
+        return word.lower().lstrip("\"'(") in _ABBREVIATIONS
+
     def _find_cut(self) -> int | None:
-        end = _END.search(self._buf)
+        end = next((m for m in _END.finditer(self._buf) if not self._abbreviation(m.start())), None)
         need = self._first_min if self._first else self._min
         for soft in _SOFT.finditer(self._buf):
             if end is not None and soft.start() > end.start():
@@ -91,7 +104,16 @@ class ClauseSplitter:
                     return words[i - 1].end()
             if len(words) > self._first_max + 1:
                 return words[self._first_max].end()
+        words = list(_WORD_END.finditer(self._buf))
+        if len(words) > self._max:
+            # A run-on sentence: synthesis time and memory grow with clause length.
+            return words[self._max - 1].end()
         return None
+
+
+_ABBREVIATIONS = frozenset(
+    ["mr", "mrs", "ms", "dr", "st", "jr", "sr", "vs", "etc", "prof", "no", "e.g", "i.e"]
+)
 
 
 def clean(text: str) -> str:
