@@ -53,6 +53,9 @@ class TurnConfig:
     continuation_ms: int = 1000
     """Speech this soon after a confirmed turn, before any reply audio was heard, continues
     that turn (the reply is dropped and made again) instead of starting a new one."""
+    false_start_ms: int = 400
+    """A reply interrupted after at most this much audio by speech that continues the
+    turn is a false start: dropped, and the turn goes on (see ``continuation_ms``)."""
     pre_roll_ms: int = 300
     """Audio kept from before the detected speech start."""
     partial_interval_ms: int = 400

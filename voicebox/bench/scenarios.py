@@ -146,7 +146,7 @@ def barge_in() -> Scenario:
     c = by_name()
     first = c["sense_and_sensibility_01_austen_64kb-0880"]
     b = _Builder("barge_two_turns").silence(0.5).speech(first)
-    at = b.barge_at(2.0)
+    at = b.barge_at(1.6)
     b.s.barge.append(round(at + speech_bounds(*read_wav(c["003"].path))[0], 3))
     return b.speech(c["003"]).silence(4.0).done()
 

@@ -47,6 +47,9 @@ from voicebox.runtime.turns import (
 
 _LOGGER = logging.getLogger(__name__)
 
+_KEEP_SILENT_FRAMES = 8
+"""Silent frames (about 250 ms) kept of a pause inside a turn."""
+
 
 def partial_event(turn: int, text: str, ms: float) -> Callable[[float, float], Event]:
     return lambda t, s: TranscriptPartial(t, s, turn, text, ms)
@@ -94,6 +97,7 @@ class Pipeline:
         self._turn_audio: list[FloatAudio] = []
         self._last_turn_audio: list[FloatAudio] = []
         self._since_end: list[FloatAudio] = []
+        self._silent_run = 0
         self._turn = -1
         self._reply: Reply | None = None
         self._playing_reported = -1
@@ -186,7 +190,12 @@ class Pipeline:
             self._frames_seen += 1
             end_s = self._frames_seen * self._frame_s
             if self._detector.in_turn:
-                self._turn_audio.append(frame)
+                # Long pauses inside a turn are cut short for the ASR: Whisper reads
+                # across a short gap better than across a long one.
+                quiet = prob < self._cfg.turn.end_threshold
+                self._silent_run = self._silent_run + 1 if quiet else 0
+                if self._silent_run <= _KEEP_SILENT_FRAMES:
+                    self._turn_audio.append(frame)
             else:
                 self._since_end.append(frame)
             self._pre_roll.append(frame)
@@ -228,8 +237,11 @@ class Pipeline:
         """Once every end-of-turn signal is in, set the silence that confirms the turn."""
         if reply is not self._reply or reply.scored:
             return
+        if reply.transcribed and not reply.user_text:
+            return  # nothing was understood: only the full silence ends this turn
         llm_p, audio_p = reply.eot_probability, reply.audio_eot_probability
-        if (llm_p is None and reply.scores_llm) or (audio_p is None and self._eng.turn_model):
+        if (not reply.transcribed or (llm_p is None and reply.scores_llm)
+                or (audio_p is None and self._eng.turn_model)):
             return
         reply.scored = True
         cfg = self._cfg.turn
@@ -264,18 +276,29 @@ class Pipeline:
         self._turn_audio = []
 
     def _continues_last_turn(self) -> bool:
-        """Speech soon after a turn ended, before any of the reply was heard: the user
-        had only paused, so the turn goes on (nothing stale ever reaches the speaker)."""
+        """Speech soon after a turn ended, while the reply had not yet been heard or had
+        only just begun: the user had only paused, so the turn goes on and the reply is
+        dropped (a false start, as when two people start at once and one yields)."""
         reply = self._reply
+        if reply is None or not reply.released or reply.turn != self._turn:
+            return False
         gap_ms = len(self._since_end) * self._frame_s * 1000
-        return (reply is not None and reply.released and not reply.started_playing
-                and reply.turn == self._turn and gap_ms <= self._cfg.turn.continuation_ms)
+        pb = self._core.playback
+        heard_ms = (pb.played / self._core.sample_rate_hz * 1000
+                    if reply.started_playing and pb.playing_turn == reply.turn else 0.0)
+        cfg = self._cfg.turn
+        return gap_ms <= cfg.continuation_ms and heard_ms <= cfg.false_start_ms
 
     def _resume_last_turn(self) -> None:
-        self._core.playback.clear()
+        pb = self._core.playback
+        pb.clear()
+        pb.paused = False
+        if self._gate is not None:
+            self._gate.ducked_at = None
         self._drop_reply("user continued")
         n = self._turn
-        self._turn_audio = self._last_turn_audio + self._since_end
+        # The silence in between is cut short, as inside a turn (see _vad_loop).
+        self._turn_audio = self._last_turn_audio + self._since_end[-_KEEP_SILENT_FRAMES:]
         self._since_end = []
         self._turn_end_s.pop(n, None)
         self._emit(lambda t, s: SpeechResumed(t, s, n))

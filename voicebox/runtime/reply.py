@@ -71,6 +71,8 @@ class Reply:
     ) -> None:
         self.turn = turn
         self.user_text = ""
+        self.transcribed = False
+        """The final transcript is in (``user_text``, possibly empty)."""
         self.released = False
         self.generating = True
         self.pushed_samples = 0
@@ -137,12 +139,10 @@ class Reply:
         t0 = time.monotonic()
         transcript = await eng.asr_worker.run(self._transcribe)
         self.user_text = transcript
+        self.transcribed = True
         self._emit(lambda t, s: TranscriptFinal(t, s, self.turn, transcript, _ms(t0)))
         if not transcript:
             self.generating = False
-            self.scores_llm = False
-            if self._on_scored is not None:
-                self._on_scored(self)
             return
         messages = self._conversation.prompt(transcript)
         if self._score:
@@ -151,8 +151,8 @@ class Reply:
             t2 = time.monotonic()
             self.eot_probability = await eng.llm_worker.run(llm.end_of_turn_probability, messages)
             self.eot_compute_ms = _ms(t2)
-            if self._on_scored is not None:
-                self._on_scored(self)
+        if self._on_scored is not None:
+            self._on_scored(self)
         splitter = ClauseSplitter()
         whole: list[str] = []
         t1 = time.monotonic()
