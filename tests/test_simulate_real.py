@@ -25,13 +25,21 @@ from voicebox.runtime.session import SimulationResult, simulate
 pytestmark = pytest.mark.slow
 
 
-def _simulate(scenario: scenarios.Scenario, real_engines: tuple[object, object]) -> SimulationResult:
+def _simulate(
+    scenario: scenarios.Scenario, real_engines: tuple[object, object]
+) -> SimulationResult:
     vad, engines = real_engines
 
     async def go() -> SimulationResult:
         return await asyncio.wait_for(
-            simulate(scenario.audio, scenario.rate_hz, config=Config(), vad=vad,  # type: ignore[arg-type]
-                     engines=engines, log=EventLog()),  # type: ignore[arg-type]
+            simulate(
+                scenario.audio,
+                scenario.rate_hz,
+                config=Config(),
+                vad=vad,  # type: ignore[arg-type]
+                engines=engines,
+                log=EventLog(),
+            ),  # type: ignore[arg-type]
             timeout=120,
         )
 
@@ -57,9 +65,13 @@ def test_recorded_utterance_gets_a_spoken_reply(real_engines: tuple[object, obje
     reference = _words(scenario.texts[0])
     assert len(set(heard) & set(reference)) >= len(reference) // 2, final
     names = [type(e).__name__ for e in ev]
-    for a, b in [("SpeechStarted", "TranscriptFinal"), ("TranscriptFinal", "LlmFirstToken"),
-                 ("LlmFirstToken", "TtsFirstAudio"), ("TurnEnded", "PlaybackStarted"),
-                 ("PlaybackStarted", "ReplyDone")]:
+    for a, b in [
+        ("SpeechStarted", "TranscriptFinal"),
+        ("TranscriptFinal", "LlmFirstToken"),
+        ("LlmFirstToken", "TtsFirstAudio"),
+        ("TurnEnded", "PlaybackStarted"),
+        ("PlaybackStarted", "ReplyDone"),
+    ]:
         assert names.index(a) < names.index(b), names
     done = _first(ev, ReplyDone)
     assert done.text.strip()  # type: ignore[attr-defined]
@@ -70,7 +82,7 @@ def test_recorded_utterance_gets_a_spoken_reply(real_engines: tuple[object, obje
     # Silent while the user speaks; speech after the turn ends, where the event says.
     assert np.abs(out[: int(end * 16000)]).max() == 0.0
     assert start.stream_s > end  # type: ignore[attr-defined]
-    after = out[int(start.stream_s * 16000):]  # type: ignore[attr-defined]
+    after = out[int(start.stream_s * 16000) :]  # type: ignore[attr-defined]
     assert np.sqrt((after[:16000] ** 2).mean()) > 0.01
     ended = _first(ev, TurnEnded)
     assert abs(ended.speech_end_s - end) < 0.3  # type: ignore[attr-defined]
@@ -88,7 +100,7 @@ def test_barge_in_stops_the_reply(real_engines: tuple[object, object]) -> None:
     assert len(starts) == 2
     # From just after the interruption until the user's second turn ends: silence.
     second_end = scenario.turns[1]["speech_end_s"]
-    quiet = result.output[int((inter.stream_s + 0.03) * 16000): int(second_end * 16000)]  # type: ignore[attr-defined]
+    quiet = result.output[int((inter.stream_s + 0.03) * 16000) : int(second_end * 16000)]  # type: ignore[attr-defined]
     assert np.abs(quiet).max() == 0.0
     # The second turn is answered too.
     plays = [e for e in ev if isinstance(e, PlaybackStarted)]

@@ -64,7 +64,10 @@ def test_clauses_sentence_and_first_comma() -> None:
     out += sp.flush()
     assert out == ["Sure, the lights are on.", "Anything else?"]
     sp = ClauseSplitter(first_min_words=2)
-    assert sp.feed("Well, yes, I can do that, of course. ") == ["Well, yes,", "I can do that, of course."]
+    assert sp.feed("Well, yes, I can do that, of course. ") == [
+        "Well, yes,",
+        "I can do that, of course.",
+    ]
 
 
 def test_clauses_drop_markup() -> None:
@@ -126,7 +129,7 @@ def test_config_validation_names_the_field(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="bogus"):
         load_config(bad)
     good = tmp_path / "g.toml"
-    good.write_text('[turn]\nend_of_turn_ms = 700\n[llm]\nmax_reply_tokens = 20\n')
+    good.write_text("[turn]\nend_of_turn_ms = 700\n[llm]\nmax_reply_tokens = 20\n")
     cfg = load_config(good, llm__max_reply_tokens=30)
     assert cfg.turn.end_of_turn_ms == 700 and cfg.llm.max_reply_tokens == 30
 

@@ -142,11 +142,13 @@ def single_turns(tail_s: float = 4.0) -> list[Scenario]:
 
 
 def barge_in() -> Scenario:
-    """A question, then the user talks over the reply 1.2 s after it should have started."""
+    """A finished sentence, then the user talks over the reply 1.2 s after their turn ended
+    (well into the reply: an interruption after only a few hundred ms of reply audio
+    counts as a false start and continues the user's turn instead)."""
     c = by_name()
-    first = c["sense_and_sensibility_01_austen_64kb-0880"]
+    first = c["sense_and_sensibility_01_austen_64kb-0930"]
     b = _Builder("barge_two_turns").silence(0.5).speech(first)
-    at = b.barge_at(1.6)
+    at = b.barge_at(1.2)
     b.s.barge.append(round(at + speech_bounds(*read_wav(c["003"].path))[0], 3))
     return b.speech(c["003"]).silence(4.0).done()
 
