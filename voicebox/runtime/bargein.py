@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 
+from voicebox.audio.ring import PlaybackBuffer
 from voicebox.engines.protocols import FloatAudio
 
 
@@ -53,3 +54,18 @@ class EnergyGate:
     def false_alarm(self, level: float) -> None:
         """The VAD did not confirm speech: treat ``level`` as background from now on."""
         self._floor = max(self._floor or 0.0, level)
+
+    def on_block(self, block: FloatAudio, playback: PlaybackBuffer, *, playing: bool,
+                 in_turn: bool, now_s: float) -> None:
+        """Pause ``playback`` on a sudden rise while a reply plays; resume if the VAD has
+        not confirmed speech within ``confirm_s`` (the level then counts as background)."""
+        loud = self.loud(block, track_floor=not playing and not in_turn)
+        if self.ducked_at is None:
+            if playing and loud:
+                playback.paused = True
+                self.ducked_at = now_s
+                self.ducked_level = self.level(block)
+        elif now_s - self.ducked_at > self.confirm_s or not playing:
+            playback.paused = False
+            self.ducked_at = None
+            self.false_alarm(self.ducked_level)

@@ -139,21 +139,16 @@ class Pipeline:
 
     def _gate_block(self, block: FloatAudio) -> None:
         """Pause a playing reply as soon as the user seems to start speaking."""
-        if self._gate is None:
-            return
-        gate, pb, reply = self._gate, self._core.playback, self._reply
-        playing = reply is not None and reply.released and not pb.idle
-        loud = gate.loud(block, track_floor=not playing and not self._detector.in_turn)
-        now = self._core.stream_s
-        if gate.ducked_at is None:
-            if playing and loud:
-                pb.paused = True
-                gate.ducked_at = now
-                gate.ducked_level = gate.level(block)
-        elif now - gate.ducked_at > gate.confirm_s or not playing:
-            pb.paused = False  # the VAD did not confirm: carry on speaking
-            gate.ducked_at = None
-            gate.false_alarm(gate.ducked_level)
+        if self._gate is not None:
+            reply, pb = self._reply, self._core.playback
+            playing = reply is not None and reply.released and not pb.idle
+            self._gate.on_block(block, pb, playing=playing, in_turn=self._detector.in_turn,
+                                now_s=self._core.stream_s)
+
+    def _release_gate(self) -> None:
+        self._core.playback.paused = False
+        if self._gate is not None:
+            self._gate.ducked_at = None
 
     def _idle(self) -> bool:
         return (
@@ -290,11 +285,8 @@ class Pipeline:
         return gap_ms <= cfg.continuation_ms and heard_ms <= cfg.false_start_ms
 
     def _resume_last_turn(self) -> None:
-        pb = self._core.playback
-        pb.clear()
-        pb.paused = False
-        if self._gate is not None:
-            self._gate.ducked_at = None
+        self._core.playback.clear()
+        self._release_gate()
         self._drop_reply("user continued")
         n = self._turn
         # The silence in between is cut short, as inside a turn (see _vad_loop).
@@ -342,9 +334,7 @@ class Pipeline:
         assert reply is not None
         pb = self._core.playback
         pb.clear()
-        pb.paused = False
-        if self._gate is not None:
-            self._gate.ducked_at = None
+        self._release_gate()
         reply.cancel()
         self._reply = None
         played = pb.played if pb.playing_turn == reply.turn else 0
