@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
-import re
 import wave
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from voicebox.bench.score import normalise, word_edits
 from voicebox.engines.protocols import AsrEngine, FloatAudio
 from voicebox.errors import ModelError
 
@@ -26,7 +26,6 @@ REFERENCES = {
     "cards/004": "five five",
     "cards/005": "eight of spades four of clubs seven of hearts",
 }
-_DIGITS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"]
 
 pytestmark = pytest.mark.skipif(
     not (DATA / "cards" / "001.wav").is_file(), reason="apt package pocketsphinx-testdata missing"
@@ -39,23 +38,9 @@ def read_clip(name: str) -> FloatAudio:
     return (pcm.astype(np.float32) / 32768.0).astype(np.float32)
 
 
-def words(text: str) -> list[str]:
-    """Lowercase words, digits spelled out, ``mr`` as ``mister``."""
-    out = []
-    for word in re.findall(r"[a-z0-9']+", text.lower().replace("-", " ")):
-        if word.isdigit() and int(word) <= 10:
-            word = _DIGITS[int(word)]
-        out.append("mister" if word == "mr" else word)
-    return out
-
-
-def word_errors(ref: list[str], hyp: list[str]) -> int:
-    row = list(range(len(hyp) + 1))
-    for i, r in enumerate(ref, 1):
-        prev, row[0] = row[0], i
-        for j, h in enumerate(hyp, 1):
-            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (r != h))
-    return row[-1]
+words = normalise
+"""Lowercase words, digits spelled out, ``mr`` as ``mister`` (the bench's normalisation)."""
+word_errors = word_edits
 
 
 def max_run(items: list[str]) -> int:

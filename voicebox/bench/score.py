@@ -153,13 +153,18 @@ def _stages(ts: TurnScore, events: list[Event], owned: list[int], end_s: float) 
 
 def wer(reference: str, hypothesis: str) -> tuple[int, int]:
     """Word edits and reference length, after normalising case, punctuation and numbers."""
-    ref, hyp = normalise(reference), normalise(hypothesis)
+    ref = normalise(reference)
+    return word_edits(ref, normalise(hypothesis)), len(ref)
+
+
+def word_edits(ref: list[str], hyp: list[str]) -> int:
+    """Levenshtein distance between two word lists."""
     d = list(range(len(hyp) + 1))
     for i, r in enumerate(ref, 1):
         prev, d[0] = d[0], i
         for j, h in enumerate(hyp, 1):
             prev, d[j] = d[j], min(d[j] + 1, d[j - 1] + 1, prev + (r != h))
-    return d[len(hyp)], len(ref)
+    return d[len(hyp)]
 
 
 _NUMBERS = {str(i): w for i, w in enumerate(
