@@ -20,6 +20,11 @@ if [ -n "$missing" ]; then
 fi
 
 PY=${PYTHON:-python3}
+if ! "$PY" -c "import venv, ensurepip" >/dev/null 2>&1; then
+  echo "setup: installing python3-venv"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq python3-venv python3-dev >/dev/null
+fi
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 

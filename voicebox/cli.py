@@ -15,7 +15,14 @@ from typing import Any
 
 from voicebox.config import Config, load_config
 from voicebox.errors import VoiceboxError
-from voicebox.events import Event, PlaybackStarted, ReplyDone, TranscriptFinal
+from voicebox.events import (
+    Event,
+    PlaybackStarted,
+    ReplyDone,
+    SpeechResumed,
+    TranscriptFinal,
+    TurnEnded,
+)
 from voicebox.events import Interrupted as InterruptedEvent
 
 _LOGGER = logging.getLogger(__name__)
@@ -47,15 +54,30 @@ def _config(args: argparse.Namespace) -> Config:
 
 
 def _printer(quiet: bool) -> Callable[[Event], None]:
+    """Print what was heard (once the turn is confirmed), answered, and the latency."""
+    finals: dict[int, str] = {}
+    confirmed: set[int] = set()
+
+    def heard(turn: int, stream_s: float) -> None:
+        if finals.get(turn):
+            print(f"[{stream_s:7.2f}s] heard:    {finals.pop(turn)}", flush=True)
+
     def show(event: Event) -> None:
         if quiet:
             return
-        if isinstance(event, TranscriptFinal) and event.text:
-            print(f"[{event.stream_s:7.2f}s] heard:    {event.text}", flush=True)
+        if isinstance(event, TranscriptFinal):
+            finals[event.turn] = event.text  # speculative until the turn is confirmed
+            if event.turn in confirmed:
+                heard(event.turn, event.stream_s)
+        elif isinstance(event, TurnEnded):
+            confirmed.add(event.turn)
+            heard(event.turn, event.stream_s)
+        elif isinstance(event, SpeechResumed):
+            confirmed.discard(event.turn)
         elif isinstance(event, PlaybackStarted):
             print(f"[{event.stream_s:7.2f}s] speaking: latency {event.latency_ms:.0f} ms "
                   "(end of speech to first reply sample)", flush=True)
-        elif isinstance(event, ReplyDone):
+        elif isinstance(event, ReplyDone) and event.text:
             print(f"[{event.stream_s:7.2f}s] answered: {event.text}", flush=True)
         elif isinstance(event, InterruptedEvent):
             print(f"[{event.stream_s:7.2f}s] interrupted; user heard: {event.heard_text!r}",

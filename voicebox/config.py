@@ -101,7 +101,7 @@ class LlmConfig:
     device: str | None = None
     """Device path of the card (pcie)."""
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
-    max_reply_tokens: int = 64
+    max_reply_tokens: int = 40
     context_tokens: int = 1024
     threads: int = 1
     stream_tts: bool = True

@@ -193,7 +193,7 @@ def warm_up() -> Scenario:
 
 def sample_utterance() -> Scenario:
     c = by_name()
-    clip = c["sense_and_sensibility_01_austen_64kb-0880"]
+    clip = c["sense_and_sensibility_01_austen_64kb-0930"]
     return _Builder("sample").silence(0.5).speech(clip).silence(4.0).done()
 
 
