@@ -37,7 +37,7 @@ class TurnConfig:
     """Speech needed to start a turn (and to barge in)."""
     speculate_after_ms: int = 32
     """Silence after which the reply is prepared (held until the turn is confirmed)."""
-    end_of_turn_ms: int = 900
+    end_of_turn_ms: int = 700
     """Silence that confirms the end of a turn whatever the words say."""
     semantic: bool = True
     """Weigh the words and the voice too: the LLM's probability that the sentence is
