@@ -34,6 +34,7 @@ import numpy as np
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from voicebox.bench.score import word_edits  # noqa: E402
 from voicebox.engines.protocols import FloatAudio  # noqa: E402
 from voicebox.engines.whisper_asr import WhisperAsrEngine  # noqa: E402
 from voicebox.models.locate import packaged_path  # noqa: E402
@@ -153,24 +154,7 @@ def normalize(text: str) -> str:
 
 def word_errors(reference: str, hypothesis: str) -> int:
     """Substitutions + deletions + insertions between normalised word sequences."""
-    ref, hyp = normalize(reference).split(), normalize(hypothesis).split()
-    try:
-        import jiwer
-    except ImportError:
-        return _edit_distance(ref, hyp)
-    if not ref:
-        return len(hyp)
-    out = jiwer.process_words(" ".join(ref), " ".join(hyp))
-    return int(out.substitutions + out.deletions + out.insertions)
-
-
-def _edit_distance(ref: list[str], hyp: list[str]) -> int:
-    row = list(range(len(hyp) + 1))
-    for i, r in enumerate(ref, 1):
-        prev, row[0] = row[0], i
-        for j, h in enumerate(hyp, 1):
-            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (r != h))
-    return row[-1]
+    return word_edits(normalize(reference).split(), normalize(hypothesis).split())
 
 
 def run_system(

@@ -1,4 +1,4 @@
-"""Projected voice-to-voice latency with a real hardwired-model card (a projection, not a measurement).
+"""Projected voice-to-voice latency with a real hardwired-model card (a projection).
 
 Reads the event logs of a bench run (``voicebox bench`` writes REPORT/events/*.jsonl)
 and, per turn, replaces the LLM's measured wall time on the critical path (from the
@@ -20,11 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from voicebox.bench import scenarios
-from voicebox.card.profile import find_profile, profile_paths, load_profile
-from voicebox.card.timing import CardTiming
+from voicebox.card.profile import find_profile, load_profile, profile_paths
+from voicebox.card.timing import TURN_PROMPT_TOKENS, CardTiming
 
-TURN_PROMPT_TOKENS = 40
-"""New prompt tokens one spoken turn adds (the user's words and the template around them)."""
 FIRST_CLAUSE_TOKENS = 6
 """Tokens until the first clause (the runtime cuts it after about three words)."""
 
@@ -64,8 +62,7 @@ def main() -> int:
     args = ap.parse_args()
     profiles = ([find_profile(n) for n in args.profile] if args.profile
                 else [load_profile(p) for p in profile_paths()])
-    labels = {s.name: s for s in [*scenarios.single_turns(), *scenarios.paused_turns(),
-                                  scenarios.barge_in(), *scenarios.noisy_turns()]}
+    labels = {s.name: s for s in scenarios.all_scenarios()}
     turns: list[dict[str, float]] = []
     for log in sorted(args.events.glob("*.jsonl")):
         sc = labels.get(log.stem)
@@ -84,15 +81,18 @@ def main() -> int:
     print(f"measured on this host: median latency {med['latency_ms']} ms, "
           f"LLM wall on the critical path {med['llm_wall_ms']} ms, "
           f"turn confirmed {med['confirmed_ms']} ms, reply ready {med['ready_ms']} ms")
-    print("| profile | projection? | card ms to first clause | projected p50 ms | projected p90 ms |")
+    print("| profile | projection? | card ms to first clause | projected p50 ms "
+          "| projected p90 ms |")
     print("|---|---|---|---|---|")
     for prof in profiles:
         card = CardTiming(prof).token_ms(TURN_PROMPT_TOKENS, FIRST_CLAUSE_TOKENS - 1)
         proj = sorted(max(t["confirmed_ms"], t["ready_ms"] - t["llm_wall_ms"] + card)
                       + t["playout_ms"] for t in turns)
         p90 = proj[min(len(proj) - 1, round(0.9 * (len(proj) - 1)))]
-        print(f"| {prof.name} | {'yes' if prof.projection else 'no: published facts, assumed values listed in the profile'} | "
-              f"{card:.1f} | {round(statistics.median(proj))} | {round(p90)} |")
+        kind = ("yes" if prof.projection
+                else "no: published facts, assumed values listed in the profile")
+        print(f"| {prof.name} | {kind} | {card:.1f} | {round(statistics.median(proj))} "
+              f"| {round(p90)} |")
     return 0
 
 

@@ -61,7 +61,6 @@ class PlaybackBuffer:
         self.playing_turn = -1
         self.first_sample_pos = -1
         self.played = 0
-        self.queued = 0
         self.paused = False
         """While set, the audio side plays silence and keeps its place (reversible)."""
 
@@ -69,12 +68,10 @@ class PlaybackBuffer:
         """Queue audio for ``turn`` (loop side)."""
         if audio.size:
             self._chunks.append((audio, turn))
-            self.queued += audio.size
 
     def clear(self) -> None:
         """Stop at once: the audio side drops everything at its next block (loop side)."""
         self._flush = True
-        self.queued = 0
 
     @property
     def idle(self) -> bool:

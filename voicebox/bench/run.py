@@ -57,8 +57,7 @@ def scenario_set(names: str = "", *, exact: bool = False) -> list[scenarios.Scen
 
     ``names`` is a comma-separated list of name fragments (or exact names with ``exact``).
     """
-    chosen = [*scenarios.single_turns(), *scenarios.paused_turns(), scenarios.barge_in(),
-              *scenarios.noisy_turns()]
+    chosen = scenarios.all_scenarios()
     wanted = [n for n in names.split(",") if n]
     if not wanted:
         return chosen

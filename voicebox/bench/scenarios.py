@@ -191,6 +191,11 @@ def warm_up() -> Scenario:
     return _Builder("warm_up").silence(0.3).speech(by_name()["004"]).silence(3.0).done()
 
 
+def all_scenarios() -> list[Scenario]:
+    """The bench's scenario set: single turns, mid-sentence pauses, a barge-in, noise."""
+    return [*single_turns(), *paused_turns(), barge_in(), *noisy_turns()]
+
+
 def sample_utterance() -> Scenario:
     c = by_name()
     clip = c["sense_and_sensibility_01_austen_64kb-0930"]
@@ -208,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
             s = sample_utterance()
             write_wav(args.sample, s.audio, s.rate_hz)
         if args.out:
-            for s in [*single_turns(), *paused_turns(), barge_in(), *noisy_turns()]:
+            for s in all_scenarios():
                 s.write(args.out)
     except VoiceboxError as exc:
         print(f"voicebox: {exc}")

@@ -163,7 +163,7 @@ class Pipeline:
         if pb.playing_turn == reply.turn and pb.first_sample_pos >= 0 and not reply.started_playing:
             reply.started_playing = True
             first_s = pb.first_sample_pos / self._core.sample_rate_hz
-            latency = (first_s - self._detector_end_s(reply.turn)) * 1000
+            latency = (first_s - self._turn_end_s.get(reply.turn, 0.0)) * 1000
             self._emit(lambda t, s: PlaybackStarted(t, round(first_s, 3), reply.turn,
                                                     round(latency, 1)))
         played = pb.played if pb.playing_turn == reply.turn else 0
@@ -171,9 +171,6 @@ class Pipeline:
             self._emit(lambda t, s: ReplyDone(t, s, reply.turn, reply.text, reply.tokens))
             self.conversation.add(reply.user_text, reply.text)
             self._reply = None
-
-    def _detector_end_s(self, turn: int) -> float:
-        return self._turn_end_s.get(turn, 0.0)
 
     # -- turn handling -------------------------------------------------------------
 
