@@ -142,9 +142,9 @@ def test_noise_heard_as_nothing_gets_no_reply() -> None:
 
 
 def test_semantic_end_confirms_early_and_a_quick_continuation_keeps_the_turn() -> None:
-    """A confident end-of-turn score ends the turn after fast_end_ms of silence; speech
+    """A confident end-of-turn score ends the turn after a short silence; speech
     that resumes before any reply audio is heard continues the same turn."""
-    config = Config(turn=TurnConfig(fast_end_ms=160, mid_end_ms=400, end_of_turn_ms=1500))
+    config = Config(turn=TurnConfig(silence_curve=((0.5, 400), (0.8, 160)), end_of_turn_ms=1500))
     # First word 40 ms per token: the reply is not ready before the user goes on.
     llm = ScoringLlm(probability=0.9, token_s=0.04)
     audio = np.concatenate([silence(0.3), speechlike(0.8), silence(0.35), speechlike(0.6),

@@ -12,7 +12,7 @@ from voicebox.config import ConfigError, TurnConfig, load_config
 from voicebox.engines.protocols import ChatMessage
 from voicebox.runtime.clauses import ClauseSplitter
 from voicebox.runtime.memory import Conversation
-from voicebox.runtime.turns import Decision, TurnDetector
+from voicebox.runtime.turns import Decision, TurnDetector, end_of_turn_score, required_silence_ms
 
 FRAME_S = 0.032
 
@@ -158,3 +158,38 @@ def test_clauses_cap_run_on_sentences() -> None:
 def test_clauses_do_not_end_at_abbreviations() -> None:
     sp = ClauseSplitter()
     assert sp.feed("And Mr. Dashwood went home. Then ") == ["And Mr. Dashwood went home."]
+
+
+def test_required_silence_follows_the_curve_between_its_points() -> None:
+    cfg = TurnConfig(end_of_turn_ms=700, silence_curve=((0.4, 600), (0.6, 400), (0.8, 200)))
+    assert required_silence_ms(cfg, None) == 700  # no signal: the full silence
+    assert required_silence_ms(cfg, 0.39) == 700  # below the curve
+    assert required_silence_ms(cfg, 0.4) == 600
+    assert required_silence_ms(cfg, 0.5) == 500  # linear between points
+    assert required_silence_ms(cfg, 0.7) == 300
+    assert required_silence_ms(cfg, 0.95) == 200  # above the last point
+    # Never more than the plain silence endpoint, whatever the curve says.
+    short = TurnConfig(end_of_turn_ms=500, silence_curve=((0.4, 600), (0.8, 200)))
+    assert required_silence_ms(short, 0.4) == 500
+    # Close scores give close silences (no step that flips a turn by hundreds of ms).
+    assert abs(required_silence_ms(cfg, 0.601) - required_silence_ms(cfg, 0.599)) <= 2
+
+
+def test_end_of_turn_score_scales_the_llm_and_averages() -> None:
+    cfg = TurnConfig(llm_eot_full=0.5)
+    assert end_of_turn_score(cfg, None, None) is None
+    assert end_of_turn_score(cfg, 0.25, None) == pytest.approx(0.5)
+    assert end_of_turn_score(cfg, 0.9, 0.2) == pytest.approx(0.6)
+
+
+@pytest.mark.parametrize("curve", [(), ((0.6, 300), (0.5, 400)), ((0.5, 300), (0.6, 400)),
+                                   ((0.5, 0),), ((1.5, 200),)])
+def test_silence_curve_is_validated(curve: tuple[tuple[float, int], ...]) -> None:
+    with pytest.raises(ConfigError, match="silence_curve"):
+        TurnConfig(silence_curve=curve)
+
+
+def test_silence_curve_reads_from_toml(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text("[turn]\nsilence_curve = [[0.5, 450], [0.8, 200]]\n")
+    assert load_config(path).turn.silence_curve == ((0.5, 450), (0.8, 200))

@@ -44,12 +44,14 @@ class TurnConfig:
     complete and the audio turn model's (Smart Turn) probability that the speaker is done."""
     llm_eot_full: float = 0.5
     """LLM end-of-turn probability that counts as certain (it rarely goes higher)."""
-    eot_high: float = 0.6
-    """Combined end-of-turn score above which ``fast_end_ms`` of silence confirms the turn."""
-    eot_low: float = 0.5
-    """Score above which ``mid_end_ms`` does; below it, ``end_of_turn_ms``."""
-    fast_end_ms: int = 250
-    mid_end_ms: int = 400
+    silence_curve: tuple[tuple[float, int], ...] = (
+        (0.45, 700), (0.5, 450), (0.6, 300), (0.7, 240), (0.8, 200))
+    """Combined end-of-turn score -> silence (ms) that confirms the turn, linear between
+    the points; below the first score ``end_of_turn_ms``, above the last its silence;
+    never more than ``end_of_turn_ms``.
+    Continuous, so a score a little off never moves the end by a whole step. Fitted on
+    ``scripts/eot_table.py``: list items and phrase ends pause 190-350 ms with scores of
+    0.52-0.74 (see BENCHMARKS.md)."""
     continuation_ms: int = 1000
     """Speech this soon after a confirmed turn, before any reply audio was heard, continues
     that turn (the reply is dropped and made again) instead of starting a new one."""
@@ -72,10 +74,15 @@ class TurnConfig:
                "must be > 0 and <= end_of_turn_ms")
         _check(self.pre_roll_ms >= 0, "pre_roll_ms", "must be >= 0")
         _check(0 < self.llm_eot_full <= 1, "llm_eot_full", "must be within (0, 1]")
-        _check(0 <= self.eot_low <= self.eot_high <= 1, "eot_low/eot_high",
-               "must satisfy 0 <= eot_low <= eot_high <= 1")
-        _check(0 < self.fast_end_ms <= self.mid_end_ms <= self.end_of_turn_ms, "fast_end_ms",
-               "must satisfy 0 < fast_end_ms <= mid_end_ms <= end_of_turn_ms")
+        curve = tuple((float(score), int(ms)) for score, ms in self.silence_curve)
+        object.__setattr__(self, "silence_curve", curve)
+        scores, waits = [c[0] for c in curve], [c[1] for c in curve]
+        _check(bool(curve) and all(0 <= x <= 1 for x in scores)
+               and all(a < b for a, b in zip(scores, scores[1:], strict=False)),
+               "silence_curve", "must list [score, ms] points with scores rising within [0, 1]")
+        _check(all(ms > 0 for ms in waits)
+               and all(a >= b for a, b in zip(waits, waits[1:], strict=False)),
+               "silence_curve", "silences must be > 0 and not rise")
         _check(self.partial_interval_ms > 0, "partial_interval_ms", "must be > 0")
 
 

@@ -17,8 +17,6 @@ def naive_config(config: Config) -> Config:
     faster-whisper's whole-utterance transcription, the whole LLM reply before any TTS.
     """
     turn = replace(config.turn, semantic=False, speculate_after_ms=NAIVE_END_MS,
-                   end_of_turn_ms=NAIVE_END_MS,
-                   fast_end_ms=min(config.turn.fast_end_ms, NAIVE_END_MS),
-                   mid_end_ms=min(config.turn.mid_end_ms, NAIVE_END_MS))
+                   end_of_turn_ms=NAIVE_END_MS)
     return replace(config, turn=turn, asr_mode="whole",
                    llm=replace(config.llm, stream_tts=False))

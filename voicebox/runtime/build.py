@@ -56,17 +56,16 @@ def load_engines(config: Config) -> tuple[VadEngine, Engines]:
 
         turn_model = SmartTurnEngine(config.models.turn or packaged_path("turn"))
     llm = load_llm(config)
-    asr_worker = EngineWorker("asr")
     engines = Engines(
         vad_worker=EngineWorker("vad"),
-        asr=asr, asr_worker=asr_worker,
+        asr=asr, asr_worker=EngineWorker("asr"),
         llm=llm, llm_worker=EngineWorker("llm"),
         tts=tts, tts_worker=EngineWorker("tts"),
         turn_model=turn_model,
-        # The audio turn model shares the ASR thread: it runs right after the final
-        # transcript instead of slowing it down, and its answer is off the critical path
-        # (the reply is still being generated when it arrives).
-        turn_worker=asr_worker if turn_model is not None else None,
+        # The audio turn model has a thread of its own: it runs on the second core while
+        # the final transcript is decoded, so the end-of-turn score waits only for the
+        # slower of the two (the LLM and TTS are idle at that moment).
+        turn_worker=EngineWorker("turn") if turn_model is not None else None,
     )
     return vad, engines
 

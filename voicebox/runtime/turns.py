@@ -113,10 +113,12 @@ def end_of_turn_score(
 
 def required_silence_ms(config: TurnConfig, score: float | None) -> int:
     """Silence after the last speech frame that confirms a turn with this score."""
-    if score is None:
+    curve = config.silence_curve
+    if score is None or score < curve[0][0]:
         return config.end_of_turn_ms
-    if score >= config.eot_high:
-        return config.fast_end_ms
-    if score >= config.eot_low:
-        return config.mid_end_ms
-    return config.end_of_turn_ms
+    ms = curve[-1][1]
+    for (s0, ms0), (s1, ms1) in zip(curve, curve[1:], strict=False):
+        if score <= s1:
+            ms = round(ms0 + (ms1 - ms0) * (score - s0) / (s1 - s0))
+            break
+    return min(ms, config.end_of_turn_ms)
