@@ -57,13 +57,13 @@ def test_end_now_confirms_only_during_silence() -> None:
 
 
 def test_clauses_sentence_and_first_comma() -> None:
-    sp = ClauseSplitter(first_min_words=2, min_words=6)
+    sp = ClauseSplitter(first_min_words=2, min_words=6, first_max_words=0)
     out: list[str] = []
     for piece in ["Sure", ",", " the", " lights", " are", " on", ". Anything", " else", "?"]:
         out += sp.feed(piece)
     out += sp.flush()
     assert out == ["Sure, the lights are on.", "Anything else?"]
-    sp = ClauseSplitter(first_min_words=2)
+    sp = ClauseSplitter(first_min_words=2, first_max_words=0)
     assert sp.feed("Well, yes, I can do that, of course. ") == [
         "Well, yes,",
         "I can do that, of course.",
@@ -151,8 +151,16 @@ def test_energy_gate_ignores_steady_noise_and_catches_an_onset() -> None:
 def test_clauses_cap_run_on_sentences() -> None:
     sp = ClauseSplitter(first_max_words=3, max_words=5)
     out = sp.feed("Well I think " + " ".join(f"w{i}" for i in range(12)) + " ")
-    assert out[0] == "Well I think w0"
+    assert out[0] == "Well I think"
     assert all(len(c.split()) <= 5 for c in out)
+
+
+def test_first_clause_is_cut_as_soon_as_its_words_are_whole() -> None:
+    sp = ClauseSplitter(first_min_words=2, first_max_words=3)
+    assert sp.feed("In the context") == []  # "context" may still grow ("contexts")
+    assert sp.feed(" of") == ["In the context"]
+    sp = ClauseSplitter(first_min_words=2, first_max_words=3)
+    assert sp.feed("It is to be") == ["It is"]  # not "It is to": cut before a phrase
 
 
 def test_clauses_do_not_end_at_abbreviations() -> None:

@@ -79,30 +79,42 @@ def close_engines(engines: Engines) -> None:
 
 
 def warm_up(vad: VadEngine, engines: Engines, system_prompt: str) -> None:
-    """One throw-away call per engine before the audio starts.
+    """Throw-away calls of the sizes a real turn makes, each on its engine's own thread.
 
-    First calls pay for lazy allocations, page faults of memory-mapped weights and
-    kernel selection (the first LLM call here can take seconds); the system prompt also
-    lands in the LLM's KV cache, so the first turn prefills only its own words.
+    First calls pay for lazy allocations, page faults of memory-mapped weights, kernel
+    selection and per-thread state (the first LLM call here can take seconds), and a new
+    input size pays again: so the ASR hears a real sentence (spoken by the TTS) at the
+    partial and final window sizes, the LLM prefills and generates a few dozen tokens and
+    the TTS speaks a first clause and a sentence. The system prompt stays in the LLM's KV
+    cache, so the first turn prefills only its own words.
     """
     import threading
 
-    import numpy as np
+    from voicebox.audio.resample import resample
+    from voicebox.engines.protocols import ASR_SAMPLE_RATE_HZ, ChatMessage, EndOfTurnScorer
 
-    from voicebox.engines.protocols import ChatMessage, EndOfTurnScorer
-
-    rng = np.random.default_rng(0)
-    noise = (0.05 * rng.standard_normal(16_000)).astype(np.float32)
-    vad.probability(noise[: vad.frame_samples])
+    tts, asr, llm = engines.tts, engines.asr, engines.llm
+    sentence = "Warming up: this sentence says a dozen words or so, then it stops."
+    speech = engines.tts_worker.call(tts.synthesize, sentence)
+    engines.tts_worker.call(tts.synthesize, "Sure, I can")
+    speech = resample(speech, tts.sample_rate_hz, ASR_SAMPLE_RATE_HZ)
+    step = vad.frame_samples
+    engines.vad_worker.call(lambda: [vad.probability(speech[i : i + step])
+                                     for i in range(0, speech.shape[0] - step + 1, step)])
     vad.reset()
-    engines.asr.transcribe(noise, final=False)
-    engines.asr.transcribe(noise, final=True)
-    if engines.turn_model is not None:
-        engines.turn_model.probability(noise)
-    messages = [ChatMessage("system", system_prompt), ChatMessage("user", "Hello")]
-    llm = engines.llm
-    if isinstance(llm, EndOfTurnScorer):
-        llm.end_of_turn_probability(messages)
-    for _ in llm.stream(messages, max_tokens=2, cancel=threading.Event()):
-        pass
-    engines.tts.synthesize("Hello.")
+    third = speech.shape[0] // 3
+    engines.asr_worker.call(lambda: asr.transcribe(speech[:third], final=False))
+    engines.asr_worker.call(lambda: asr.transcribe(speech, final=False))
+    engines.asr_worker.call(lambda: asr.transcribe(speech, final=True))
+    if engines.turn_model is not None and engines.turn_worker is not None:
+        engines.turn_worker.call(engines.turn_model.probability, speech)
+    messages = [ChatMessage("system", system_prompt), ChatMessage("user", sentence)]
+
+    def reply() -> None:
+        if isinstance(llm, EndOfTurnScorer):
+            llm.prefill([messages[0], ChatMessage("user", sentence[:30])])
+            llm.end_of_turn_probability(messages)
+        for _ in llm.stream(messages, max_tokens=8, cancel=threading.Event()):
+            pass
+
+    engines.llm_worker.call(reply)

@@ -96,14 +96,15 @@ class ClauseSplitter:
         if end is not None:
             return end.end()
         if self._first and self._first_max:
-            # No punctuation yet: end the first clause early so the first audio is short
-            # and quick to synthesize, before a word that starts a phrase if one comes.
+            # No punctuation yet: end the first clause after ``first_max`` words, as soon
+            # as the next word begins (a word is only known whole once a space follows),
+            # or one word earlier before a word that starts a phrase ("to", "and", ...).
             words = list(_WORD_END.finditer(self._buf))
-            for i in range(self._first_min + 1, min(len(words), self._first_max + 2)):
+            for i in range(self._first_min, min(len(words), self._first_max)):
                 if words[i].group().lower() in _PHRASE_STARTS:
                     return words[i - 1].end()
-            if len(words) > self._first_max + 1:
-                return words[self._first_max].end()
+            if len(words) >= self._first_max:
+                return words[self._first_max - 1].end()
         words = list(_WORD_END.finditer(self._buf))
         if len(words) > self._max:
             # A run-on sentence: synthesis time and memory grow with clause length.
