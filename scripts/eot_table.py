@@ -64,6 +64,8 @@ class Pause:
     """How long the silence lasted (VAD frames): until speech resumed or the next turn."""
     real_end: bool
     """The labelled turn ends here (else the user was only pausing)."""
+    vad_lag_ms: float | None = None
+    """For a real end: how late the VAD's end of speech is against the labelled end."""
 
 
 def pauses(config: Config) -> list[Pause]:
@@ -100,9 +102,10 @@ def pauses(config: Config) -> list[Pause]:
                 llm_p = llm.end_of_turn_probability(messages) if text else 0.0
                 at = detector.turn.speech_end_s
                 labelled = [t["speech_end_s"] for t in sc.turns]
-                real = any(abs(at - e) < 0.25 for e in labelled)
+                near = [e for e in labelled if abs(at - e) < 0.25]
                 open_pause = Pause(sc.name, round(at, 3), text, round(llm_p, 4),
-                                   round(turn_model.probability(audio), 4), 0.0, real)
+                                   round(turn_model.probability(audio), 4), 0.0, bool(near),
+                                   round((at - near[0]) * 1000) if near else None)
                 out.append(open_pause)
             if open_pause is not None:
                 if decision in (Decision.RESUME, Decision.START) or k == len(frames) - 1:
@@ -116,17 +119,19 @@ def pauses(config: Config) -> list[Pause]:
 
 def evaluate(config: Config, rows: list[Pause]) -> dict[str, object]:
     cfg = config.turn
-    cut, waits = [], []
+    cut, waits, lags = [], [], []
     for p in rows:
         score = end_of_turn_score(cfg, p.llm, p.audio) if p.text else None
         need = required_silence_ms(cfg, score)
         if p.real_end and p.silence_ms > END_SILENCE_MS:
             waits.append(need)
+            lags.append(p.vad_lag_ms or 0.0)
         elif p.silence_ms > need:
             cut.append(f"{p.scenario}@{p.at_s} ({p.silence_ms} ms > {need} ms: {p.text!r})")
     return {"cutoffs": cut, "real_ends": len(waits),
             "median_wait_ms": statistics.median(waits) if waits else None,
-            "max_wait_ms": max(waits) if waits else None}
+            "max_wait_ms": max(waits) if waits else None,
+            "median_vad_lag_ms": statistics.median(lags) if lags else None}
 
 
 def main() -> int:
