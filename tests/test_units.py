@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -201,3 +202,32 @@ def test_silence_curve_reads_from_toml(tmp_path: Path) -> None:
     path = tmp_path / "c.toml"
     path.write_text("[turn]\nsilence_curve = [[0.5, 450], [0.8, 200]]\n")
     assert load_config(path).turn.silence_curve == ((0.5, 450), (0.8, 200))
+
+
+def test_worker_stream_waits_while_go_is_clear() -> None:
+    import asyncio
+    import threading
+
+    from voicebox.runtime.workers import EngineWorker
+
+    produced: list[int] = []
+
+    def numbers() -> Iterator[str]:
+        for i in range(5):
+            produced.append(i)
+            yield str(i)
+
+    async def main() -> list[str]:
+        worker, cancel, go = EngineWorker("t"), threading.Event(), threading.Event()
+        go.clear()
+        got: list[str] = []
+        async for item in worker.stream(numbers, cancel, go):
+            got.append(item)
+            if item == "0":
+                await asyncio.sleep(0.05)
+                assert produced == [0]  # held after the first item while go is clear
+                go.set()
+        worker.close()
+        return got
+
+    assert asyncio.run(main()) == ["0", "1", "2", "3", "4"]

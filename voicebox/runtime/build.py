@@ -49,7 +49,7 @@ def load_engines(config: Config) -> tuple[VadEngine, Engines]:
         asr = WholeUtteranceAsrEngine(asr_dir, threads=config.asr_threads)
     else:
         asr = WhisperAsrEngine(asr_dir, threads=config.asr_threads)
-    tts = PiperTtsEngine(config.models.tts or packaged_path("tts"))
+    tts = PiperTtsEngine(config.models.tts or packaged_path("tts"), threads=config.tts_threads)
     turn_model: TurnModel | None = None
     if config.turn.semantic:
         from voicebox.engines.smart_turn import SmartTurnEngine

@@ -100,6 +100,11 @@ class Reply:
         self._emit = emit
         self._held: list[FloatAudio] = []
         self._cancel = threading.Event()
+        self._llm_go = threading.Event()
+        """Cleared while the first clause is synthesized: the LLM waits, so the TTS has
+        both cores for the audio the user is waiting for (the next clause has the whole
+        first clause's playing time to come)."""
+        self._llm_go.set()
         self.task: asyncio.Task[None] = asyncio.get_running_loop().create_task(self._run())
 
     def release(self) -> None:
@@ -112,6 +117,7 @@ class Reply:
     def cancel(self) -> None:
         """Stop generation and synthesis (the worker threads stop at their next step)."""
         self._cancel.set()
+        self._llm_go.set()
         self.task.cancel()
 
     @property
@@ -159,6 +165,7 @@ class Reply:
         pieces = eng.llm_worker.stream(
             lambda: eng.llm.stream(messages, max_tokens=self._max_tokens, cancel=self._cancel),
             self._cancel,
+            self._llm_go,
         )
         async for piece in pieces:
             if self.tokens == 0:
@@ -168,7 +175,12 @@ class Reply:
                 whole.append(piece)
                 continue
             for clause in splitter.feed(piece):
-                await self._speak(clause)
+                if not self.clauses:
+                    self._llm_go.clear()
+                try:
+                    await self._speak(clause)
+                finally:
+                    self._llm_go.set()
         if whole:
             text = clean("".join(whole))
             if text:

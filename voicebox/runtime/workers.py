@@ -25,12 +25,17 @@ class EngineWorker:
         return await loop.run_in_executor(self._pool, fn, *args)
 
     async def stream(
-        self, make: Callable[[], Iterator[str]], cancel: threading.Event
+        self,
+        make: Callable[[], Iterator[str]],
+        cancel: threading.Event,
+        go: threading.Event | None = None,
     ) -> AsyncIterator[str]:
         """Iterate a blocking generator on the worker thread, yielding in the loop.
 
         Setting ``cancel`` (as closing this iterator does) makes the producer stop at
-        its next item; the engine sees the same event.
+        its next item; the engine sees the same event. While ``go`` is clear the
+        producer waits before asking for its next item (whoever clears it sets it again,
+        and on cancel).
         """
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[object] = asyncio.Queue()
@@ -39,6 +44,8 @@ class EngineWorker:
             try:
                 for item in make():
                     loop.call_soon_threadsafe(queue.put_nowait, item)
+                    if go is not None:
+                        go.wait()
                     if cancel.is_set():
                         break
             except BaseException as exc:  # handed to the consumer, re-raised there
