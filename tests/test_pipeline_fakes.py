@@ -18,6 +18,7 @@ from tests.fakes import (
 )
 from voicebox.config import Config, TurnConfig
 from voicebox.events import (
+    AudioHealth,
     Event,
     EventLog,
     Interrupted,
@@ -126,7 +127,9 @@ def test_barge_in_stops_playback_and_keeps_only_what_was_heard() -> None:
 def test_silence_only_gives_silence() -> None:
     audio = silence(1.5)
     result, _ = _run(audio)
-    assert result.events == []
+    assert [type(e).__name__ for e in result.events] == ["AudioHealth"]
+    health = result.events[0]
+    assert isinstance(health, AudioHealth) and health.dropped_frames == 0
     assert result.output.shape[0] >= audio.shape[0]
     assert np.abs(result.output).max() == 0.0
 

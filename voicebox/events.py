@@ -151,6 +151,18 @@ class ReplyCancelled(Event):
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class AudioHealth(Event):
+    """Real-time health of the audio path, emitted when the pipeline stops."""
+
+    dropped_frames: int
+    """VAD frames dropped because the turn loop fell behind (its queue was full)."""
+    xruns: int
+    """Sound-card callbacks that reported an input overflow or output underflow."""
+    late_blocks: int
+    """Virtual-device blocks delivered late by more than a block (simulation only)."""
+
+
 def to_dict(event: Event) -> dict[str, Any]:
     """The event as a flat dict with its type name under ``event``."""
     data: dict[str, Any] = {"event": type(event).__name__}

@@ -60,6 +60,7 @@ def machine() -> str:
 
 
 _KEYS = ["scenarios", "turns", "replied", "p50_ms", "p90_ms", "cutoffs", "pause_cutoffs",
+         "audio_faults",
          "barge_stop_ms", "wer", "wer_whole_asr", "idle_cpu_pct", "run_cpu_pct", "peak_rss_mb",
          "cores", "wall_s", "background_cpu_pct",
          "event_minus_judge_ms_median"]

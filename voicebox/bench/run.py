@@ -185,6 +185,7 @@ def summarise(result: BenchResult) -> dict[str, Any]:
             round(statistics.median(b - a for a, b in ev)) if ev else None,
         "cutoffs": sum(s.cutoffs for s in result.scores),
         "pause_cutoffs": sum(s.pause_cutoffs for s in result.scores),
+        "audio_faults": sum(s.audio_faults for s in result.scores),
         "barge_stop_ms": barge,
         "wer": wer_of([(t.reference, t.transcript) for t in turns]),
         "wer_whole_asr": wer_of(whole) if len(whole) == len(turns) and whole else None,

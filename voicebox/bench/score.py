@@ -10,6 +10,7 @@ import numpy as np
 
 from voicebox.engines.protocols import FloatAudio
 from voicebox.events import (
+    AudioHealth,
     Event,
     Interrupted,
     LlmFirstToken,
@@ -50,6 +51,8 @@ class ScenarioScore:
     wall_s: float = 0.0
     pause_cutoffs: int = 0
     """Replies that started inside a labelled mid-sentence pause (part of ``cutoffs``)."""
+    audio_faults: int = 0
+    """Dropped VAD frames, xruns and late device blocks (0 on a healthy run)."""
 
 
 def loud_onsets(audio: FloatAudio, rate_hz: int) -> tuple[list[float], np.ndarray]:
@@ -88,7 +91,9 @@ def score(name: str, labels: dict[str, Any], output: FloatAudio, rate_hz: int,
                     stop = round(((i - 9) / 100 - b) * 1000)
                     break
             barge.append(stop)
-    return ScenarioScore(name, scored, cutoffs, barge)
+    faults = sum(e.dropped_frames + e.xruns + e.late_blocks
+                 for e in events if isinstance(e, AudioHealth))
+    return ScenarioScore(name, scored, cutoffs, barge, audio_faults=faults)
 
 
 PRE_START_S = 0.5

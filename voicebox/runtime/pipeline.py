@@ -22,6 +22,7 @@ from voicebox.engines.protocols import (
     VadEngine,
 )
 from voicebox.events import (
+    AudioHealth,
     EndOfTurnScored,
     Event,
     EventLog,
@@ -391,6 +392,9 @@ class Pipeline:
             if self._error is not None:
                 raise self._error
         finally:
+            late = int(getattr(self._device, "late_blocks", 0))
+            self._emit(lambda t, s: AudioHealth(t, s, self._dropped_frames, self._core.xruns,
+                                                late))
             if self._reply is not None:
                 self._reply.cancel()
             if self._partial_task is not None:
