@@ -45,7 +45,7 @@ class TurnConfig:
     llm_eot_full: float = 0.5
     """LLM end-of-turn probability that counts as certain (it rarely goes higher)."""
     silence_curve: tuple[tuple[float, int], ...] = (
-        (0.45, 700), (0.5, 450), (0.6, 300), (0.7, 240), (0.8, 200))
+        (0.3, 600), (0.5, 450), (0.6, 300), (0.7, 240), (0.8, 200))
     """Combined end-of-turn score -> silence (ms) that confirms the turn, linear between
     the points; below the first score ``end_of_turn_ms``, above the last its silence;
     never more than ``end_of_turn_ms``.
