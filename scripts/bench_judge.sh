@@ -2,7 +2,8 @@
 # Judge agreement: run the independent judge (../shared/bench/v2v.py, one
 # `voicebox simulate` process per scenario) and the project bench (models loaded once)
 # on the same scenario set, and print both medians and their difference (target: 20 ms).
-#   scripts/bench_judge.sh [OUT_DIR] [extra `voicebox bench` flags, e.g. --only single]
+#   scripts/bench_judge.sh [OUT_DIR] [--only NAMES] [engine flags for both, e.g.
+#                          --engine emulated --profile hc1-llama3.1-8b]
 # v2v.py ignores the extra label keys ("texts", "pauses"), so it knows nothing of the
 # labelled mid-sentence pauses; the project bench also reports replies inside them.
 set -euo pipefail
@@ -19,9 +20,15 @@ rm -rf "$OUT/scenarios"
 mkdir -p "$OUT"
 .venv/bin/python -m voicebox.bench.scenarios --out "$OUT/scenarios"
 ONLY=""
-for ((i = 1; i <= $#; i++)); do
-  if [ "${!i}" = "--only" ]; then j=$((i + 1)); ONLY=${!j}; fi
+FLAGS=()
+while [ $# -gt 0 ]; do
+  case $1 in
+    --only) ONLY=$2; shift 2 ;;
+    *) FLAGS+=("$1"); shift ;;
+  esac
 done
+SIM_FLAGS=""
+[ ${#FLAGS[@]} -eq 0 ] || SIM_FLAGS=$(printf ' %q' "${FLAGS[@]}")
 if [ -n "$ONLY" ]; then  # v2v.py takes one name fragment; keep only the matching scenarios
   for lab in "$OUT"/scenarios/*.json; do
     stem=$(basename "$lab" .json) keep=0
@@ -31,12 +38,13 @@ if [ -n "$ONLY" ]; then  # v2v.py takes one name fragment; keep only the matchin
 fi
 
 echo "bench_judge: v2v.py on $(ls "$OUT"/scenarios/*.json | wc -l) scenarios" >&2
-"$PY" "$V2V" "$OUT/scenarios" --cmd '.venv/bin/voicebox simulate -q --in {inp} --out {out}' \
+"$PY" "$V2V" "$OUT/scenarios" --cmd ".venv/bin/voicebox simulate -q${SIM_FLAGS} --in {inp} --out {out}" \
   --json "$OUT/v2v.json" 2>"$OUT/v2v.log" | tail -1 | tee "$OUT/v2v_summary.json"
 
 echo "bench_judge: project bench on the same scenarios" >&2
 .venv/bin/voicebox bench --no-naive --no-one-core --no-whole-asr --idle-s 0 \
-  --judge-json "$OUT/v2v.json" --report "$OUT/bench" "$@" | tail -1 > "$OUT/bench_summary.json"
+  --judge-json "$OUT/v2v.json" --report "$OUT/bench" ${ONLY:+--only "$ONLY"} \
+  "${FLAGS[@]+"${FLAGS[@]}"}" | tail -1 > "$OUT/bench_summary.json"
 
 .venv/bin/python - "$OUT/bench_summary.json" <<'PY'
 import json, sys
