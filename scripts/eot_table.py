@@ -107,13 +107,13 @@ def pauses(config: Config) -> list[Pause]:
                                    round(turn_model.probability(audio), 4), 0.0, bool(near),
                                    round((at - near[0]) * 1000) if near else None)
                 out.append(open_pause)
-            if open_pause is not None:
-                if decision in (Decision.RESUME, Decision.START) or k == len(frames) - 1:
-                    open_pause.silence_ms = round((end_s - open_pause.at_s) * 1000)
-                    if decision is Decision.START:  # after END: the gap to the next turn
-                        open_pause.silence_ms = round(
-                            (detector.turn.speech_start_s - open_pause.at_s) * 1000)
-                    open_pause = None
+            ends = decision in (Decision.RESUME, Decision.START) or k == len(frames) - 1
+            if open_pause is not None and ends:
+                open_pause.silence_ms = round((end_s - open_pause.at_s) * 1000)
+                if decision is Decision.START:  # after END: the gap to the next turn
+                    open_pause.silence_ms = round(
+                        (detector.turn.speech_start_s - open_pause.at_s) * 1000)
+                open_pause = None
     return out
 
 

@@ -31,9 +31,13 @@ class FixedAsr:
     def __init__(self, text: str = "turn on the lights") -> None:
         self.text = text
         self.calls: list[tuple[int, bool]] = []
+        self.committed: list[str] = []
 
-    def transcribe(self, audio: FloatAudio, *, final: bool, prompt: str = "") -> Transcript:
+    def transcribe(
+        self, audio: FloatAudio, *, final: bool, prompt: str = "", committed: str = ""
+    ) -> Transcript:
         self.calls.append((audio.shape[0], final))
+        self.committed.append(committed)
         loud = audio.size and float(np.abs(audio).max()) > 0.01
         return Transcript(self.text if loud else "", audio.shape[0] / 16_000)
 

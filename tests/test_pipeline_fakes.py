@@ -166,3 +166,23 @@ def test_semantic_end_confirms_early_and_a_quick_continuation_keeps_the_turn() -
     assert _loud_from(result.output, 0.0) >= last_word_end  # type: ignore[operator]
     assert names.count("PlaybackStarted") == 1
     assert len(eng.llm.prompts[-1]) == 2  # type: ignore[attr-defined]
+
+
+def test_final_transcript_gets_the_words_the_partials_agree_on() -> None:
+    """Two partials that agree settle all but their last word; the final is told so."""
+    asr = FixedAsr("turn on the kitchen lights")
+    audio = np.concatenate([silence(0.3), speechlike(1.5), silence(2.0)])
+    result, _ = _run(audio, asr=asr, speed=1.0)  # partials come every 400 ms of wall time
+    partials = [c for c in asr.calls if not c[1]]
+    finals = [k for k, (_, final) in enumerate(asr.calls) if final]
+    assert len(partials) >= 2 and finals
+    assert asr.committed[finals[-1]] == "turn on the kitchen"
+    assert "PlaybackStarted" in _names(result.events)
+
+
+def test_a_single_partial_commits_nothing() -> None:
+    asr = FixedAsr("lights")
+    audio = np.concatenate([silence(0.3), speechlike(0.5), silence(2.0)])
+    _run(audio, asr=asr)
+    finals = [k for k, (_, final) in enumerate(asr.calls) if final]
+    assert finals and all(asr.committed[k] == "" for k in finals)

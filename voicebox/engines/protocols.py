@@ -45,10 +45,14 @@ class Transcript:
 class AsrEngine(Protocol):
     """Speech to text on 16 kHz mono audio."""
 
-    def transcribe(self, audio: FloatAudio, *, final: bool, prompt: str = "") -> Transcript:
+    def transcribe(
+        self, audio: FloatAudio, *, final: bool, prompt: str = "", committed: str = ""
+    ) -> Transcript:
         """Transcribe ``audio``; ``final`` asks for the most accurate pass.
 
-        ``prompt`` is text known to precede the audio (the committed prefix).
+        ``prompt`` is text known to precede the audio. ``committed`` is the start of this
+        audio's own text as the partial transcripts settled it: a final may decode only
+        what follows (an engine is free to ignore it).
         """
         ...
 

@@ -6,7 +6,7 @@ import logging
 import math
 import re
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -51,6 +51,15 @@ _STUTTER = re.compile(r"(.{1,16}?)\1{5,}", re.DOTALL)
 _TOKENS_BASE = 12
 _TOKENS_PER_S = 8.0
 """Token cap = base + rate * duration: enough for fast speech, stops loops early."""
+_SEAM_WORDS = 3
+"""Committed words decoded again in a tail final: the first is forced as the decoder's
+first word (so it goes on from there instead of starting the utterance over), the rest
+are decoded freely, so the last words the partials agreed on get the final's beam and the
+audio after them. Over 35 pocketsphinx clips (scripts/asr_wer.py) 3 was the smallest
+value not less accurate than the full final; 2 lost the words after a hard one
+("is to be ill-disposed" -> "is to be old as supposed")."""
+_RESTART_NGRAM = 3
+"""A tail sharing a word n-gram this long with the context has re-transcribed it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +91,12 @@ class WhisperAsrEngine:
     degenerate (loops, too many words per second, compression ratio, low log probability)
     is decoded again on the full 30 s window when ``final``, or trimmed at its first loop
     when partial. ``prompt`` goes in as Whisper's ``<|startofprev|>`` context.
+
+    A final given ``committed`` words (settled by the partials, see ``committed_prefix``)
+    first tries to decode only the rest: the committed words but the last ``seam_words``
+    go in as context, the next one is forced as the first output word, and the result is
+    accepted only if it passes ``_tail_problem``; otherwise the ordinary final runs on the
+    same encoder output.
     """
 
     def __init__(
@@ -96,6 +111,7 @@ class WhisperAsrEngine:
         final_beam: int = 5,
         partial_beam: int = 1,
         fallback: bool = True,
+        seam_words: int = _SEAM_WORDS,
     ) -> None:
         import ctranslate2
         import tokenizers
@@ -105,8 +121,8 @@ class WhisperAsrEngine:
         for window_s in (final_window_s, partial_window_s):
             if not 0 < window_s <= _FULL_WINDOW_S:
                 raise ValueError(f"window floors must be in (0, {_FULL_WINDOW_S}] s: {window_s}")
-        if tail_s < 0 or final_beam < 1 or partial_beam < 1 or threads < 1:
-            raise ValueError("tail_s must be >= 0; beams and threads must be >= 1")
+        if tail_s < 0 or final_beam < 1 or partial_beam < 1 or threads < 1 or seam_words < 1:
+            raise ValueError("tail_s must be >= 0; beams, threads and seam_words must be >= 1")
         for name in ("model.bin", "config.json", "tokenizer.json"):
             if not (model_dir / name).is_file():
                 raise ModelError(f"ASR model file not found: {model_dir / name}; {_HINT}")
@@ -132,11 +148,28 @@ class WhisperAsrEngine:
         self._final_beam = final_beam
         self._partial_beam = partial_beam
         self._fallback = fallback
+        self._seam_words = seam_words
 
-    def transcribe(self, audio: FloatAudio, *, final: bool, prompt: str = "") -> Transcript:
-        """Transcribe ``audio``; partials decode greedily, finals with beam search and a check."""
+    def transcribe(
+        self, audio: FloatAudio, *, final: bool, prompt: str = "", committed: str = ""
+    ) -> Transcript:
+        """Transcribe ``audio``; partials decode greedily, finals with beam search and a check.
+
+        ``committed`` (finals only; partials ignore it) is the start of this audio's text as
+        the partials settled it, e.g. ``committed_prefix(previous_partial, latest_partial)``:
+        the final then decodes only what follows it when it can, which costs fewer decoder
+        steps than the whole utterance. It must come from partials of this same audio (the
+        same turn, from the same first sample): its words are kept as they are.
+        """
         samples = np.ascontiguousarray(np.asarray(audio, dtype=np.float32).reshape(-1))
         audio_s = len(samples) / ASR_SAMPLE_RATE_HZ
+        encoded = None
+        if final and committed.strip() and self._tail_worth_trying(samples):
+            window_s = self._window_s(audio_s, final=True)
+            encoded = self._encode(samples, window_s)
+            tail = self._transcribe_tail(samples, encoded, prompt=prompt, committed=committed)
+            if tail is not None:
+                return Transcript(text=tail, audio_s=audio_s)
         texts: list[str] = []
         start = 0
         # Audio longer than Whisper's window, or left over when the decoder stops early,
@@ -148,22 +181,110 @@ class WhisperAsrEngine:
                 start += len(piece)
                 continue
             context = " ".join([prompt, *texts]).strip()
-            text, resume_s = self._transcribe_window(piece, final=final, prompt=context)
+            # A failed tail attempt encoded exactly this piece (the whole audio) already.
+            reuse = encoded if start == 0 else None
+            text, resume_s = self._transcribe_window(
+                piece, final=final, prompt=context, encoded=reuse
+            )
             if text:
                 texts.append(text)
             start += len(piece) if resume_s is None else round(resume_s * ASR_SAMPLE_RATE_HZ)
         return Transcript(text=" ".join(texts).strip(), audio_s=audio_s)
 
-    def _transcribe_window(
-        self, audio: FloatAudio, *, final: bool, prompt: str
-    ) -> tuple[str, float | None]:
-        """Text of ``audio`` (at most 30 s) and where to resume if some was left over."""
-        audio_s = len(audio) / ASR_SAMPLE_RATE_HZ
+    def _tail_worth_trying(self, samples: FloatAudio) -> bool:
+        """One window of audio that the ordinary path would decode (not silent, not tiny)."""
+        n = len(samples)
+        return (
+            _MIN_AUDIO_S * ASR_SAMPLE_RATE_HZ <= n <= _FULL_WINDOW_S * ASR_SAMPLE_RATE_HZ
+            and float(np.max(np.abs(samples))) >= _SILENCE_PEAK
+        )
+
+    def _window_s(self, audio_s: float, *, final: bool) -> float:
         floor_s = self._final_window_s if final else self._partial_window_s
-        window_s = min(_FULL_WINDOW_S, max(floor_s, audio_s + self._tail_s))
+        return min(_FULL_WINDOW_S, max(floor_s, audio_s + self._tail_s))
+
+    def _transcribe_tail(
+        self, audio: FloatAudio, encoded: ctranslate2.StorageView, *, prompt: str, committed: str
+    ) -> str | None:
+        """The text of ``audio`` from the committed words and a decode of what follows
+        them, or None when that decode can't be trusted.
+
+        The committed words go in as previous-text context, so the decoder skips the audio
+        they cover. Alone that is not enough (on tiny.en the decoder mostly starts the
+        utterance over, timestamps or not), so the first of the last ``seam_words`` is
+        forced as the first output word: the decoder goes on from there.
+        """
+        seam = _split_committed(committed, self._seam_words)
+        if seam is None:
+            return None
+        context, anchor = seam
+        audio_s = len(audio) / ASR_SAMPLE_RATE_HZ
+        tail = self._decode_tail(audio, encoded, " ".join([prompt, context]).strip(), anchor)
+        problem = _tail_problem(context, tail, audio_s, committed)
+        if problem is not None:
+            _LOGGER.debug(
+                "tail final rejected (%s): %r + %r",
+                problem,
+                context,
+                tail.text,
+                extra={"tail_outcome": problem},
+            )
+            return None
+        _LOGGER.debug(
+            "tail final accepted: %r + %r", context, tail.text, extra={"tail_outcome": "ok"}
+        )
+        return f"{context} {tail.text}"
+
+    def _decode_tail(
+        self, audio: FloatAudio, encoded: ctranslate2.StorageView, context: str, anchor: str
+    ) -> _Decoded:
+        """Beam-search the words from ``anchor`` on, with ``context`` as previous text.
+
+        Without timestamps: with them the decoder restarts at <|0.00|> on the committed
+        audio even when the first timestamp is left free (max_initial_timestamp_index).
+        """
+        tok = self._tokenizer
+        audio_s = len(audio) / ASR_SAMPLE_RATE_HZ
+        start = [*self._prompt_ids(context), tok.no_timestamps]
+        forced = tok.encode(" " + anchor)
+        # New tokens after the forced ones; max_length counts ``start`` but not them.
+        cap = min(_MAX_LENGTH - len(start) - len(forced), _token_cap(audio_s))
+        result = self._model.generate(
+            encoded,
+            [start + forced],
+            beam_size=self._final_beam,
+            max_length=len(start) + cap,
+            return_scores=True,
+            return_no_speech_prob=True,
+            suppress_blank=True,
+            suppress_tokens=[-1],
+        )[0]
+        ids: list[int] = list(result.sequences_ids[0])
+        if ids[: len(forced)] != forced:  # the forced words are normally returned too
+            ids = forced + ids
+        return _Decoded(
+            text=tok.decode(ids).strip(),
+            avg_logprob=float(result.scores[0]) * len(ids) / (len(ids) + 1),
+            no_speech_prob=float(result.no_speech_prob),
+            hit_cap=len(ids) - len(forced) >= cap,
+            resume_s=None,
+        )
+
+    def _transcribe_window(
+        self,
+        audio: FloatAudio,
+        *,
+        final: bool,
+        prompt: str,
+        encoded: ctranslate2.StorageView | None = None,
+    ) -> tuple[str, float | None]:
+        """Text of ``audio`` (at most 30 s) and where to resume if some was left over;
+        ``encoded`` is the encoder output of ``audio`` on its short window, if known."""
+        audio_s = len(audio) / ASR_SAMPLE_RATE_HZ
+        window_s = self._window_s(audio_s, final=final)
         beam = self._final_beam if final else self._partial_beam
         prompt_ids = self._prompt_ids(prompt)
-        short = self._decode(audio, window_s, beam, prompt_ids)
+        short = self._decode(audio, window_s, beam, prompt_ids, encoded)
         if _is_silence(short):
             return "", None
         if not _looks_degenerate(short, audio_s):
@@ -200,15 +321,22 @@ class WhisperAsrEngine:
         batch = np.ascontiguousarray(mel[np.newaxis], dtype=np.float32)
         return self._model.encode(ctranslate2.StorageView.from_array(batch))
 
-    def _decode(self, audio: FloatAudio, window_s: float, beam: int, prompt: list[int]) -> _Decoded:
+    def _decode(
+        self,
+        audio: FloatAudio,
+        window_s: float,
+        beam: int,
+        prompt: list[int],
+        encoded: ctranslate2.StorageView | None = None,
+    ) -> _Decoded:
         # Decoding with timestamps: text timed after the end of the audio (a short
         # window's typical loop: the utterance said again) can be dropped, and on long
         # audio the untimed decoder tends to stop after the first sentence.
         tok = self._tokenizer
         audio_s = len(audio) / ASR_SAMPLE_RATE_HZ
-        cap = min(_MAX_LENGTH - len(prompt), math.ceil(_TOKENS_BASE + _TOKENS_PER_S * audio_s))
+        cap = min(_MAX_LENGTH - len(prompt), _token_cap(audio_s))
         result = self._model.generate(
-            self._encode(audio, window_s),
+            self._encode(audio, window_s) if encoded is None else encoded,
             [prompt],
             beam_size=beam,
             max_length=len(prompt) + cap,
@@ -232,6 +360,69 @@ class WhisperAsrEngine:
             hit_cap=len(ids) >= cap,
             resume_s=resume_s,
         )
+
+
+def committed_prefix(previous: str, latest: str) -> str:
+    """The words of ``latest`` that the partial before it agrees on, less the last one.
+
+    LocalAgreement-2 (as in whisper_streaming): words two successive partials of one
+    utterance both start with are settled. Words compare without case or punctuation
+    ("Dashwood," = "dashwood"), the latest partial's spelling is returned, and the last
+    agreed word is held back, since it may still be cut off at the end of the audio.
+    """
+    latest_words = latest.split()
+    agreed = 0
+    for old, new in zip(previous.split(), latest_words, strict=False):
+        if _word_key(old) != _word_key(new):
+            break
+        agreed += 1
+    return " ".join(latest_words[: max(agreed - 1, 0)])
+
+
+def _word_key(word: str) -> str:
+    return "".join(_words(word))
+
+
+def _split_committed(committed: str, seam_words: int) -> tuple[str, str] | None:
+    """``committed`` as (context, anchor): all words but the last ``seam_words``, then the
+    first of those; None when no context would be left (the tail would be all of it)."""
+    words = committed.split()
+    if len(words) <= seam_words:
+        return None
+    return " ".join(words[:-seam_words]), words[-seam_words]
+
+
+def _tail_problem(context: str, tail: _Decoded, audio_s: float, committed: str) -> str | None:
+    """Why a tail decode (``tail``, from the forced anchor on) can't be trusted, or None.
+
+    - "short": the tail must cover the committed words decoded again and at least one
+      word more (the caller held back at least the last agreed word); fewer means the
+      decoder stopped early.
+    - "restart": it shares a word n-gram with the context, i.e. it went back and said
+      the committed words again (the decoder's usual failure with this prompt).
+    - "degenerate": context + tail fails the checks every decode gets (loop, speed,
+      compression, low mean log probability, token cap).
+    """
+    tail_words = _words(tail.text)
+    context_words = _words(context)
+    seam_words = len(_words(committed)) - len(context_words)
+    if len(tail_words) <= seam_words:
+        return "short"
+    if _shares_ngram(context_words, tail_words, _RESTART_NGRAM):
+        return "restart"
+    if _looks_degenerate(replace(tail, text=f"{context} {tail.text}"), audio_s):
+        return "degenerate"
+    return None
+
+
+def _shares_ngram(a: list[str], b: list[str], n: int) -> bool:
+    grams = {tuple(a[i : i + n]) for i in range(len(a) - n + 1)}
+    return any(tuple(b[i : i + n]) in grams for i in range(len(b) - n + 1))
+
+
+def _token_cap(audio_s: float) -> int:
+    """Most tokens worth decoding for ``audio_s`` of speech."""
+    return math.ceil(_TOKENS_BASE + _TOKENS_PER_S * audio_s)
 
 
 def _inside_audio(ids: list[int], timestamp_begin: int, audio_s: float) -> list[int]:

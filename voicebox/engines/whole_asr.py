@@ -26,7 +26,10 @@ class WholeUtteranceAsrEngine:
         except Exception as exc:  # CTranslate2 raises RuntimeError/ValueError on bad files
             raise ModelError(f"cannot load ASR model {model_dir}: {exc}") from exc
 
-    def transcribe(self, audio: FloatAudio, *, final: bool, prompt: str = "") -> Transcript:
+    def transcribe(
+        self, audio: FloatAudio, *, final: bool, prompt: str = "", committed: str = ""
+    ) -> Transcript:
+        """The whole utterance in one ordinary pass (``committed`` is not used)."""
         segments, _ = self._model.transcribe(audio, language="en", beam_size=5,
                                              initial_prompt=prompt or None)
         text = " ".join(s.text.strip() for s in segments).strip()

@@ -17,7 +17,6 @@ from voicebox.audio.ring import DuplexCore
 from voicebox.config import Config
 from voicebox.engines.protocols import (
     ASR_SAMPLE_RATE_HZ,
-    EndOfTurnScorer,
     FloatAudio,
     VadEngine,
 )
@@ -33,11 +32,11 @@ from voicebox.events import (
     SpeechEnded,
     SpeechResumed,
     SpeechStarted,
-    TranscriptPartial,
     TurnEnded,
 )
 from voicebox.runtime.bargein import EnergyGate
 from voicebox.runtime.memory import Conversation
+from voicebox.runtime.partials import PartialTranscriber
 from voicebox.runtime.reply import Engines, Reply
 from voicebox.runtime.turns import (
     Decision,
@@ -50,10 +49,6 @@ _LOGGER = logging.getLogger(__name__)
 
 _KEEP_SILENT_FRAMES = 8
 """Silent frames (about 250 ms) kept of a pause inside a turn."""
-
-
-def partial_event(turn: int, text: str, ms: float) -> Callable[[float, float], Event]:
-    return lambda t, s: TranscriptPartial(t, s, turn, text, ms)
 
 
 class DuplexDevice(Protocol):
@@ -103,10 +98,13 @@ class Pipeline:
         self._reply: Reply | None = None
         self._playing_reported = -1
         self._partial_task: asyncio.Task[None] | None = None
-        self._last_partial_frames = 0
         self.conversation = Conversation(
             config.llm.system_prompt, engines.llm.count_tokens,
             engines.llm.context_tokens, config.llm.max_reply_tokens,
+        )
+        self._partials = PartialTranscriber(
+            engines, interval_s=config.turn.partial_interval_ms / 1000,
+            prefill=config.turn.semantic, prompt=self.conversation.prompt, emit=self._emit,
         )
         self._stop = asyncio.Event()
         self._error: BaseException | None = None
@@ -208,9 +206,9 @@ class Pipeline:
             self._turn += 1
             n = self._turn
             self._turn_audio = list(self._pre_roll)
-            self._last_partial_frames = 0
+            self._partials.new_turn()
             self._emit(lambda t, s: SpeechStarted(t, round(turn.speech_start_s, 3), n))
-            self._partial_task = asyncio.get_running_loop().create_task(self._partials(n))
+            self._start_partials(n)
         elif decision is Decision.PAUSE:
             self._start_reply()
         elif decision is Decision.RESUME:
@@ -292,13 +290,14 @@ class Pipeline:
         self._since_end = []
         self._turn_end_s.pop(n, None)
         self._emit(lambda t, s: SpeechResumed(t, s, n))
-        self._partial_task = asyncio.get_running_loop().create_task(self._partials(n))
+        self._start_partials(n)
 
     def _start_reply(self) -> None:
         self._drop_reply("superseded")
         audio = np.concatenate(self._turn_audio) if self._turn_audio else np.zeros(0, np.float32)
         reply = Reply(
-            turn=self._turn, audio=audio, engines=self._eng, conversation=self.conversation,
+            turn=self._turn, audio=audio, committed=self._partials.committed, engines=self._eng,
+            conversation=self.conversation,
             playback=self._core.playback, device_rate_hz=self._core.sample_rate_hz,
             max_tokens=self._cfg.llm.max_reply_tokens, stream_tts=self._cfg.llm.stream_tts,
             score_end_of_turn=self._cfg.turn.semantic, on_scored=self._scored, emit=self._emit,
@@ -341,33 +340,15 @@ class Pipeline:
         if reply.user_text:
             self.conversation.add(reply.user_text, heard)
 
-    async def _partials(self, turn: int) -> None:
-        interval = self._cfg.turn.partial_interval_ms / 1000
-        asr, worker = self._eng.asr, self._eng.asr_worker
-        while self._turn == turn and self._detector.in_turn:
-            await asyncio.sleep(interval)
-            if (self._turn != turn or not self._detector.in_turn or self._reply is not None
-                    or self._detector.turn.silence_s > 0):
-                continue
-            if len(self._turn_audio) <= self._last_partial_frames:
-                continue
-            self._last_partial_frames = len(self._turn_audio)
-            audio = np.concatenate(self._turn_audio)
-            t0 = time.monotonic()
-            text = (await worker.run(lambda a=audio: asr.transcribe(a, final=False))).text
-            if self._turn == turn and self._detector.in_turn:
-                ms = round((time.monotonic() - t0) * 1000, 1)
-                self._emit(partial_event(turn, text, ms))
-                if self._detector.turn.silence_s == 0 and self._reply is None:
-                    # Not once the user paused: the final and the reply need the CPU.
-                    await self._prefill(text)
+    def _start_partials(self, turn: int) -> None:
+        def in_turn() -> bool:
+            return self._turn == turn and self._detector.in_turn
 
-    async def _prefill(self, partial: str) -> None:
-        """Warm the LLM's cache with the words so far, so the reply prefills only the tail."""
-        llm = self._eng.llm
-        if not partial or not self._cfg.turn.semantic or not isinstance(llm, EndOfTurnScorer):
-            return
-        await self._eng.llm_worker.run(llm.prefill, self.conversation.prompt(partial))
+        def speaking() -> bool:
+            return in_turn() and self._reply is None and self._detector.turn.silence_s == 0
+
+        self._partial_task = asyncio.get_running_loop().create_task(self._partials.run(
+            turn, audio=lambda: self._turn_audio, in_turn=in_turn, speaking=speaking))
 
     # -- lifecycle -------------------------------------------------------------------
 

@@ -59,6 +59,7 @@ class Reply:
         *,
         turn: int,
         audio: FloatAudio,
+        committed: str = "",
         engines: Engines,
         conversation: Conversation,
         playback: PlaybackBuffer,
@@ -80,6 +81,7 @@ class Reply:
         self.tokens = 0
         self.started_playing = False
         self._audio = audio
+        self._committed = committed
         self._engines = engines
         self._conversation = conversation
         self._playback = playback
@@ -190,7 +192,8 @@ class Reply:
         self.generating = False
 
     def _transcribe(self) -> str:
-        return self._engines.asr.transcribe(self._audio, final=True).text
+        return self._engines.asr.transcribe(
+            self._audio, final=True, committed=self._committed).text
 
     async def _speak(self, clause: str) -> None:
         eng = self._engines

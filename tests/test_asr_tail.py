@@ -1,0 +1,199 @@
+"""Tail finals: LocalAgreement's committed words, the checks on a tail decode, the real model."""
+
+from __future__ import annotations
+
+import logging
+import os
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from voicebox.bench.score import normalise
+from voicebox.engines.protocols import FloatAudio
+from voicebox.engines.whisper_asr import (
+    WhisperAsrEngine,
+    _Decoded,
+    _split_committed,
+    _tail_problem,
+    committed_prefix,
+)
+from voicebox.errors import ModelError
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+DATA = Path("/usr/share/pocketsphinx/test/data")
+LIBRIVOX = "librivox/sense_and_sensibility_01_austen_64kb-"
+
+
+def decoded(text: str, *, avg_logprob: float = -0.2, hit_cap: bool = False) -> _Decoded:
+    return _Decoded(
+        text=text, avg_logprob=avg_logprob, no_speech_prob=0.01, hit_cap=hit_cap, resume_s=None
+    )
+
+
+# -- committed_prefix (LocalAgreement-2) ---------------------------------------------------
+
+
+def test_committed_prefix_holds_back_the_last_agreed_word() -> None:
+    previous = "Had he married a more amiable"
+    latest = "Had he married a more amiable woman, he might"
+    assert committed_prefix(previous, latest) == "Had he married a more"
+
+
+def test_committed_prefix_ignores_case_and_punctuation_and_keeps_the_latest_spelling() -> None:
+    previous = "and mr john dashwood had then leisure"
+    latest = "And Mr. John Dashwood, had then pleasure to"
+    assert committed_prefix(previous, latest) == "And Mr. John Dashwood, had"
+    assert committed_prefix("cold hearted", "cold-hearted and") == ""  # two words vs one
+    assert committed_prefix("coldhearted and rather", "cold-hearted and rather") == (
+        "cold-hearted and"
+    )
+
+
+def test_committed_prefix_is_empty_without_two_agreed_words() -> None:
+    assert committed_prefix("", "He was not") == ""
+    assert committed_prefix("He was not", "") == ""
+    assert committed_prefix("10", "10 of clubs") == ""
+    assert committed_prefix("How do you", "Had he married") == ""
+    assert committed_prefix("He was", "He was not") == "He"
+
+
+def test_committed_prefix_of_identical_partials_still_holds_back_a_word() -> None:
+    text = "Eight of spades, four of close, seven of hearts."
+    assert committed_prefix(text, text) == "Eight of spades, four of close, seven of"
+
+
+# -- splitting committed words and checking a tail -----------------------------------------
+
+
+def test_split_committed_forces_the_first_seam_word() -> None:
+    assert _split_committed("a b c d e", 3) == ("a b", "c")
+    assert _split_committed("a b c d e", 1) == ("a b c d", "e")
+    assert _split_committed("a b c", 3) is None  # no context left: nothing to gain
+    assert _split_committed("  ", 1) is None
+
+
+def test_a_clean_tail_is_accepted() -> None:
+    committed = "Had he married a more amiable woman, he might have been made still"
+    context, anchor = "Had he married a more amiable woman, he might have been", "made"
+    assert _split_committed(committed, 2) == (context, anchor)
+    tail = decoded("made still more respectable than he was.")
+    assert _tail_problem(context, tail, 6.0, committed) is None
+
+
+def test_a_tail_that_stops_within_the_committed_words_is_short() -> None:
+    committed = "He might even have been made amiable"
+    context = "He might even have been"
+    assert _tail_problem(context, decoded("made amiable"), 3.3, committed) == "short"
+    assert _tail_problem(context, decoded("made amiable himself."), 3.3, committed) is None
+
+
+def test_a_tail_that_says_committed_words_again_is_a_restart() -> None:
+    committed = "And Mr. John Dashwood had then leisure to consider"
+    context = "And Mr. John Dashwood had then"
+    tail = decoded("leisure to consider how much. Mr. John Dashwood had then leisure")
+    assert _tail_problem(context, tail, 7.1, committed) == "restart"
+
+
+@pytest.mark.parametrize(
+    "tail",
+    [
+        decoded("clubs of clubs of clubs of clubs of clubs"),
+        decoded("spades, four of close, seven of hearts.", avg_logprob=-1.3),
+        decoded("spades, four of close, seven of hearts", hit_cap=True),
+    ],
+    ids=["loop", "unsure", "capped"],
+)
+def test_a_degenerate_tail_is_rejected(tail: _Decoded) -> None:
+    assert _tail_problem("Eight of", tail, 3.5, "Eight of spades,") == "degenerate"
+
+
+# -- the real model --------------------------------------------------------------------------
+
+pytestmark_data = pytest.mark.skipif(
+    not (DATA / "cards" / "001.wav").is_file(), reason="apt package pocketsphinx-testdata missing"
+)
+
+
+def read_clip(name: str) -> FloatAudio:
+    with wave.open(str(DATA / f"{name}.wav")) as wav:
+        pcm = np.frombuffer(wav.readframes(wav.getnframes()), dtype=np.int16)
+    return (pcm.astype(np.float32) / 32768.0).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def engine() -> WhisperAsrEngine:
+    from voicebox.models.locate import packaged_path
+
+    try:
+        model_dir = packaged_path("asr")
+    except ModelError as exc:
+        pytest.skip(str(exc))
+    return WhisperAsrEngine(model_dir, threads=1)
+
+
+def tail_outcomes(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [
+        str(getattr(r, "tail_outcome", "")) for r in caplog.records if hasattr(r, "tail_outcome")
+    ]
+
+
+@pytest.mark.slow
+@pytestmark_data
+@pytest.mark.parametrize("clip", ["0870", "0920"])
+def test_tail_final_equals_the_full_final(
+    engine: WhisperAsrEngine, clip: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    audio = read_clip(LIBRIVOX + clip)
+    full = engine.transcribe(audio, final=True).text
+    committed = " ".join(full.split()[:-2])
+    with caplog.at_level(logging.DEBUG, logger="voicebox.engines.whisper_asr"):
+        result = engine.transcribe(audio, final=True, committed=committed)
+    assert tail_outcomes(caplog) == ["ok"]  # decoded as a tail, not by the fallback
+    assert result.text == full
+    assert result.audio_s == pytest.approx(len(audio) / 16_000)
+
+
+@pytest.mark.slow
+@pytestmark_data
+def test_tail_final_after_real_partials_matches_the_full_final(
+    engine: WhisperAsrEngine, caplog: pytest.LogCaptureFixture
+) -> None:
+    """What the pipeline does: partials every 400 ms, LocalAgreement, then the final."""
+    audio = read_clip(LIBRIVOX + "0920")
+    partials = [
+        engine.transcribe(audio[:end], final=False).text for end in range(6_400, len(audio), 6_400)
+    ]
+    committed = committed_prefix(partials[-2], partials[-1])
+    assert len(committed.split()) >= 5
+    with caplog.at_level(logging.DEBUG, logger="voicebox.engines.whisper_asr"):
+        tail = engine.transcribe(audio, final=True, committed=committed).text
+    assert tail_outcomes(caplog) == ["ok"]
+    assert normalise(tail) == normalise(engine.transcribe(audio, final=True).text)
+
+
+@pytest.mark.slow
+@pytestmark_data
+def test_committed_words_that_leave_nothing_to_decode_fall_back(
+    engine: WhisperAsrEngine, caplog: pytest.LogCaptureFixture
+) -> None:
+    audio = read_clip(LIBRIVOX + "0930")
+    full = engine.transcribe(audio, final=True).text
+    with caplog.at_level(logging.DEBUG, logger="voicebox.engines.whisper_asr"):
+        result = engine.transcribe(audio, final=True, committed=full)
+    assert tail_outcomes(caplog) == ["short"]
+    assert result.text == full
+
+
+@pytest.mark.slow
+@pytestmark_data
+def test_partials_and_silence_ignore_committed_words(engine: WhisperAsrEngine) -> None:
+    audio = read_clip("cards/005")
+    committed = "Eight of spades, four of"
+    assert engine.transcribe(audio, final=False, committed=committed) == engine.transcribe(
+        audio, final=False
+    )
+    silence = np.zeros(32_000, dtype=np.float32)
+    assert engine.transcribe(silence, final=True, committed=committed).text == ""

@@ -1,0 +1,90 @@
+"""Partial transcripts while the user speaks: shown, prefilled into the LLM, agreed on."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from voicebox.engines.protocols import ChatMessage, EndOfTurnScorer, FloatAudio
+from voicebox.engines.whisper_asr import committed_prefix
+from voicebox.events import Event, TranscriptPartial
+from voicebox.runtime.reply import Engines
+
+
+class PartialTranscriber:
+    """Every ``interval_s`` of speech, transcribe the turn so far (fast, greedy).
+
+    Each partial is emitted as an event, and its words are prefilled into the LLM's KV
+    cache so the reply later prefills only the tail. The words two successive partials
+    agree on (``committed``) let the final transcript decode only what follows them.
+    """
+
+    def __init__(
+        self,
+        engines: Engines,
+        *,
+        interval_s: float,
+        prefill: bool,
+        prompt: Callable[[str], Sequence[ChatMessage]],
+        emit: Callable[[Callable[[float, float], Event]], None],
+    ) -> None:
+        self._eng = engines
+        self._interval_s = interval_s
+        self._prefill_llm = prefill and isinstance(engines.llm, EndOfTurnScorer)
+        self._prompt = prompt
+        self._emit = emit
+        self._texts: list[str] = []
+        self._frames_done = 0
+
+    def new_turn(self) -> None:
+        self._texts = []
+        self._frames_done = 0
+
+    @property
+    def committed(self) -> str:
+        """Words the last two partials agree on, less the last one (LocalAgreement-2)."""
+        if len(self._texts) < 2:
+            return ""
+        return committed_prefix(self._texts[-2], self._texts[-1])
+
+    async def run(
+        self,
+        turn: int,
+        *,
+        audio: Callable[[], list[FloatAudio]],
+        in_turn: Callable[[], bool],
+        speaking: Callable[[], bool],
+    ) -> None:
+        """Until ``in_turn()`` is false; a partial is taken only while ``speaking()`` (not
+        once the user paused: the final and the reply need the CPU then)."""
+        asr, worker = self._eng.asr, self._eng.asr_worker
+        while in_turn():
+            await asyncio.sleep(self._interval_s)
+            frames = audio()
+            if not in_turn() or not speaking() or len(frames) <= self._frames_done:
+                continue
+            self._frames_done = len(frames)
+            samples = np.concatenate(frames)
+            t0 = time.monotonic()
+            text = (await worker.run(lambda a=samples: asr.transcribe(a, final=False))).text
+            if not in_turn():
+                return
+            ms = round((time.monotonic() - t0) * 1000, 1)
+            self._emit(_partial_event(turn, text, ms))
+            if text:
+                self._texts.append(text)
+                if speaking():
+                    await self._prefill(text)
+
+    async def _prefill(self, text: str) -> None:
+        """Warm the LLM's cache with the words so far, so the reply prefills only the tail."""
+        llm = self._eng.llm
+        if self._prefill_llm and isinstance(llm, EndOfTurnScorer):
+            await self._eng.llm_worker.run(llm.prefill, self._prompt(text))
+
+
+def _partial_event(turn: int, text: str, ms: float) -> Callable[[float, float], Event]:
+    return lambda t, s: TranscriptPartial(t, s, turn, text, ms)
