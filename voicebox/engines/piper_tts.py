@@ -38,6 +38,10 @@ class PiperTtsEngine:
             # Every clause has another length; an arena would keep the largest buffers
             # of each (+200 MB over a conversation). Clause-sized runs lose nothing.
             opts.enable_cpu_mem_arena = False
+            # Nor a memory plan per input length: it caches one for every clause length
+            # ever seen (RSS kept growing, 291 -> 358 MB over 60 clauses; 307 flat
+            # without, for ~8% more synthesis time).
+            opts.enable_mem_pattern = False
             opts.log_severity_level = 3
             session = onnxruntime.InferenceSession(
                 str(model_path), sess_options=opts, providers=["CPUExecutionProvider"]
