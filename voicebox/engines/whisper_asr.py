@@ -414,7 +414,9 @@ def _tail_problem(context: str, tail: _Decoded, audio_s: float, committed: str) 
         return "short"
     if _shares_ngram(context_words, tail_words, _RESTART_NGRAM):
         return "restart"
-    if _looks_degenerate(replace(tail, text=f"{context} {tail.text}"), audio_s):
+    # An unsure tail (Whisper's usual -1.0) falls back to the ordinary final, which
+    # costs a normal decode, not a 30 s one.
+    if _looks_degenerate(replace(tail, text=f"{context} {tail.text}"), audio_s, _LOW_LOGPROB):
         return "degenerate"
     return None
 
@@ -465,7 +467,9 @@ def _has_loop(words: list[str]) -> bool:
     return False
 
 
-def _looks_degenerate(decoded: _Decoded, audio_s: float) -> bool:
+def _looks_degenerate(
+    decoded: _Decoded, audio_s: float, min_logprob: float = _RETRY_LOGPROB
+) -> bool:
     """Signs of a decoder that lost the audio: loops, impossible speed, low confidence."""
     words = _words(decoded.text)
     encoded = decoded.text.encode("utf-8")
@@ -476,7 +480,7 @@ def _looks_degenerate(decoded: _Decoded, audio_s: float) -> bool:
         or _STUTTER.search(decoded.text) is not None
         or len(words) > _MAX_WORDS_PER_S * max(audio_s, 1.0)
         or compression > _MAX_COMPRESSION_RATIO
-        or decoded.avg_logprob < _RETRY_LOGPROB
+        or decoded.avg_logprob < min_logprob
     )
 
 
