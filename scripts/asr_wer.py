@@ -271,9 +271,14 @@ def run_streaming(
             ]
             warm.add(clip, *timed(final, clip.audio, repeats))
             committed = committed_prefix(*partials[-2:]) if len(partials) >= 2 else ""
+            draft = partials[-1] if partials else ""
 
-            def tail_final(audio: FloatAudio, committed: str = committed) -> str:
-                return engine.transcribe(audio, final=True, committed=committed).text
+            def tail_final(
+                audio: FloatAudio, committed: str = committed, draft: str = draft
+            ) -> str:
+                return engine.transcribe(
+                    audio, final=True, committed=committed, draft=draft
+                ).text
 
             outcomes.last = "no committed words" if not committed else "too few committed words"
             text, ms = timed(tail_final, clip.audio, repeats)

@@ -34,7 +34,13 @@ class FixedAsr:
         self.committed: list[str] = []
 
     def transcribe(
-        self, audio: FloatAudio, *, final: bool, prompt: str = "", committed: str = ""
+        self,
+        audio: FloatAudio,
+        *,
+        final: bool,
+        prompt: str = "",
+        committed: str = "",
+        draft: str = "",
     ) -> Transcript:
         self.calls.append((audio.shape[0], final))
         self.committed.append(committed)

@@ -169,7 +169,7 @@ def test_tail_final_after_real_partials_matches_the_full_final(
     committed = committed_prefix(partials[-2], partials[-1])
     assert len(committed.split()) >= 5
     with caplog.at_level(logging.DEBUG, logger="voicebox.engines.whisper_asr"):
-        tail = engine.transcribe(audio, final=True, committed=committed).text
+        tail = engine.transcribe(audio, final=True, committed=committed, draft=partials[-1]).text
     assert tail_outcomes(caplog) == ["ok"]
     assert normalise(tail) == normalise(engine.transcribe(audio, final=True).text)
 
@@ -197,3 +197,16 @@ def test_partials_and_silence_ignore_committed_words(engine: WhisperAsrEngine) -
     )
     silence = np.zeros(32_000, dtype=np.float32)
     assert engine.transcribe(silence, final=True, committed=committed).text == ""
+
+
+def test_tail_token_limit_follows_the_draft() -> None:
+    from voicebox.engines.whisper_asr import _TAIL_SLACK_TOKENS, _tail_token_limit
+
+    def encode(text: str) -> list[int]:
+        return list(range(len(text.split())))  # one token per word
+
+    draft = "had he married a more amiable woman he might"
+    # The context covers the first 4 words; 5 are left, plus the slack.
+    assert _tail_token_limit(encode, "had he married a", draft) == 5 + _TAIL_SLACK_TOKENS
+    assert _tail_token_limit(encode, "had he married a", "") is None
+    assert _tail_token_limit(encode, draft, draft) is None

@@ -46,13 +46,19 @@ class AsrEngine(Protocol):
     """Speech to text on 16 kHz mono audio."""
 
     def transcribe(
-        self, audio: FloatAudio, *, final: bool, prompt: str = "", committed: str = ""
+        self,
+        audio: FloatAudio,
+        *,
+        final: bool,
+        prompt: str = "",
+        committed: str = "",
+        draft: str = "",
     ) -> Transcript:
         """Transcribe ``audio``; ``final`` asks for the most accurate pass.
 
         ``prompt`` is text known to precede the audio. ``committed`` is the start of this
-        audio's own text as the partial transcripts settled it: a final may decode only
-        what follows (an engine is free to ignore it).
+        audio's own text as the partial transcripts settled it, ``draft`` the latest
+        partial: a final may decode only what follows (an engine is free to ignore both).
         """
         ...
 

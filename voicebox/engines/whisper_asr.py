@@ -6,6 +6,7 @@ import logging
 import math
 import re
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -62,6 +63,9 @@ are decoded freely, so the last words the partials agreed on get the final's bea
 audio after them. Over 35 pocketsphinx clips (scripts/asr_wer.py) 3 was the smallest
 value not less accurate than the full final; 2 lost the words after a hard one
 ("is to be ill-disposed" -> "is to be old as supposed")."""
+_TAIL_SLACK_TOKENS = 12
+"""Tokens a tail final may take beyond the latest partial's words (speech after that
+partial: it is at most one partial interval, ~400 ms, old)."""
 _RESTART_NGRAM = 3
 """A tail sharing a word n-gram this long with the context has re-transcribed it."""
 
@@ -155,7 +159,13 @@ class WhisperAsrEngine:
         self._seam_words = seam_words
 
     def transcribe(
-        self, audio: FloatAudio, *, final: bool, prompt: str = "", committed: str = ""
+        self,
+        audio: FloatAudio,
+        *,
+        final: bool,
+        prompt: str = "",
+        committed: str = "",
+        draft: str = "",
     ) -> Transcript:
         """Transcribe ``audio``; partials decode greedily, finals with beam search and a check.
 
@@ -163,7 +173,9 @@ class WhisperAsrEngine:
         the partials settled it, e.g. ``committed_prefix(previous_partial, latest_partial)``:
         the final then decodes only what follows it when it can, which costs fewer decoder
         steps than the whole utterance. It must come from partials of this same audio (the
-        same turn, from the same first sample): its words are kept as they are.
+        same turn, from the same first sample): its words are kept as they are. ``draft``,
+        the latest partial, bounds the tail's length: a decoder that starts the utterance
+        over then hits the bound after a few words instead of decoding it all again.
         """
         samples = np.ascontiguousarray(np.asarray(audio, dtype=np.float32).reshape(-1))
         audio_s = len(samples) / ASR_SAMPLE_RATE_HZ
@@ -171,7 +183,9 @@ class WhisperAsrEngine:
         if final and committed.strip() and self._tail_worth_trying(samples):
             window_s = self._window_s(audio_s, final=True)
             encoded = self._encode(samples, window_s)
-            tail = self._transcribe_tail(samples, encoded, prompt=prompt, committed=committed)
+            tail = self._transcribe_tail(
+                samples, encoded, prompt=prompt, committed=committed, draft=draft
+            )
             if tail is not None:
                 return Transcript(text=tail, audio_s=audio_s)
         texts: list[str] = []
@@ -208,7 +222,13 @@ class WhisperAsrEngine:
         return min(_FULL_WINDOW_S, max(floor_s, audio_s + self._tail_s))
 
     def _transcribe_tail(
-        self, audio: FloatAudio, encoded: ctranslate2.StorageView, *, prompt: str, committed: str
+        self,
+        audio: FloatAudio,
+        encoded: ctranslate2.StorageView,
+        *,
+        prompt: str,
+        committed: str,
+        draft: str = "",
     ) -> str | None:
         """The text of ``audio`` from the committed words and a decode of what follows
         them, or None when that decode can't be trusted.
@@ -223,7 +243,10 @@ class WhisperAsrEngine:
             return None
         context, anchor = seam
         audio_s = len(audio) / ASR_SAMPLE_RATE_HZ
-        tail = self._decode_tail(audio, encoded, " ".join([prompt, context]).strip(), anchor)
+        limit = _tail_token_limit(self._tokenizer.encode, context, draft)
+        tail = self._decode_tail(
+            audio, encoded, " ".join([prompt, context]).strip(), anchor, limit
+        )
         problem = _tail_problem(context, tail, audio_s, committed)
         if problem is not None:
             _LOGGER.debug(
@@ -240,7 +263,12 @@ class WhisperAsrEngine:
         return f"{context} {tail.text}"
 
     def _decode_tail(
-        self, audio: FloatAudio, encoded: ctranslate2.StorageView, context: str, anchor: str
+        self,
+        audio: FloatAudio,
+        encoded: ctranslate2.StorageView,
+        context: str,
+        anchor: str,
+        limit: int | None = None,
     ) -> _Decoded:
         """Beam-search the words from ``anchor`` on, with ``context`` as previous text.
 
@@ -252,7 +280,7 @@ class WhisperAsrEngine:
         start = [*self._prompt_ids(context), tok.no_timestamps]
         forced = tok.encode(" " + anchor)
         # New tokens after the forced ones; max_length counts ``start`` but not them.
-        cap = min(_MAX_LENGTH - len(start) - len(forced), _token_cap(audio_s))
+        cap = min(_MAX_LENGTH - len(start) - len(forced), _token_cap(audio_s), limit or _MAX_LENGTH)
         result = self._model.generate(
             encoded,
             [start + forced],
@@ -424,6 +452,17 @@ def _tail_problem(context: str, tail: _Decoded, audio_s: float, committed: str) 
 def _shares_ngram(a: list[str], b: list[str], n: int) -> bool:
     grams = {tuple(a[i : i + n]) for i in range(len(a) - n + 1)}
     return any(tuple(b[i : i + n]) in grams for i in range(len(b) - n + 1))
+
+
+def _tail_token_limit(
+    encode: Callable[[str], list[int]], context: str, draft: str
+) -> int | None:
+    """Tokens a tail may take: the draft's words after the context, plus slack for words
+    said after the draft was taken; None without a draft that covers the context."""
+    context_n, words = len(context.split()), draft.split()
+    if not draft or len(words) <= context_n:
+        return None
+    return len(encode(" " + " ".join(words[context_n:]))) + _TAIL_SLACK_TOKENS
 
 
 def _token_cap(audio_s: float) -> int:

@@ -27,9 +27,15 @@ class WholeUtteranceAsrEngine:
             raise ModelError(f"cannot load ASR model {model_dir}: {exc}") from exc
 
     def transcribe(
-        self, audio: FloatAudio, *, final: bool, prompt: str = "", committed: str = ""
+        self,
+        audio: FloatAudio,
+        *,
+        final: bool,
+        prompt: str = "",
+        committed: str = "",
+        draft: str = "",
     ) -> Transcript:
-        """The whole utterance in one ordinary pass (``committed`` is not used)."""
+        """The whole utterance in one ordinary pass (``committed`` and ``draft`` unused)."""
         segments, _ = self._model.transcribe(audio, language="en", beam_size=5,
                                              initial_prompt=prompt or None)
         text = " ".join(s.text.strip() for s in segments).strip()

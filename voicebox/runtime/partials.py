@@ -44,6 +44,11 @@ class PartialTranscriber:
         self._frames_done = 0
 
     @property
+    def latest(self) -> str:
+        """The latest non-empty partial of this turn ("" before the first)."""
+        return self._texts[-1] if self._texts else ""
+
+    @property
     def committed(self) -> str:
         """Words the last two partials agree on, less the last one (LocalAgreement-2)."""
         if len(self._texts) < 2:

@@ -296,7 +296,8 @@ class Pipeline:
         self._drop_reply("superseded")
         audio = np.concatenate(self._turn_audio) if self._turn_audio else np.zeros(0, np.float32)
         reply = Reply(
-            turn=self._turn, audio=audio, committed=self._partials.committed, engines=self._eng,
+            turn=self._turn, audio=audio, committed=self._partials.committed,
+            draft=self._partials.latest, engines=self._eng,
             conversation=self.conversation,
             playback=self._core.playback, device_rate_hz=self._core.sample_rate_hz,
             max_tokens=self._cfg.llm.max_reply_tokens, stream_tts=self._cfg.llm.stream_tts,

@@ -60,6 +60,7 @@ class Reply:
         turn: int,
         audio: FloatAudio,
         committed: str = "",
+        draft: str = "",
         engines: Engines,
         conversation: Conversation,
         playback: PlaybackBuffer,
@@ -82,6 +83,7 @@ class Reply:
         self.started_playing = False
         self._audio = audio
         self._committed = committed
+        self._draft = draft
         self._engines = engines
         self._conversation = conversation
         self._playback = playback
@@ -193,7 +195,7 @@ class Reply:
 
     def _transcribe(self) -> str:
         return self._engines.asr.transcribe(
-            self._audio, final=True, committed=self._committed).text
+            self._audio, final=True, committed=self._committed, draft=self._draft).text
 
     async def _speak(self, clause: str) -> None:
         eng = self._engines
