@@ -210,3 +210,12 @@ def test_tail_token_limit_follows_the_draft() -> None:
     assert _tail_token_limit(encode, "had he married a", draft) == 5 + _TAIL_SLACK_TOKENS
     assert _tail_token_limit(encode, "had he married a", "") is None
     assert _tail_token_limit(encode, draft, draft) is None
+
+
+def test_a_restart_after_a_two_word_context_is_caught() -> None:
+    tail = _Decoded(text="spades, four of close, seven of hearts. Eight of sp", avg_logprob=-0.3,
+                    no_speech_prob=0.01, hit_cap=False, resume_s=None)
+    assert _tail_problem("Eight of", tail, 3.5, "Eight of spades, four") == "restart"
+    one = _Decoded(text="of spades, four of clubs.", avg_logprob=-0.3, no_speech_prob=0.01,
+                   hit_cap=False, resume_s=None)
+    assert _tail_problem("Eight", one, 3.5, "Eight of spades, four") == "short"

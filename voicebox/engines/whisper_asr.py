@@ -429,7 +429,7 @@ def _tail_problem(context: str, tail: _Decoded, audio_s: float, committed: str) 
 
     - "short": the tail must cover the committed words decoded again and at least one
       word more (the caller held back at least the last agreed word); fewer means the
-      decoder stopped early.
+      decoder stopped early. A context of one word is too little to tell a restart.
     - "restart": it shares a word n-gram with the context, i.e. it went back and said
       the committed words again (the decoder's usual failure with this prompt).
     - "degenerate": context + tail fails the checks every decode gets (loop, speed,
@@ -438,9 +438,10 @@ def _tail_problem(context: str, tail: _Decoded, audio_s: float, committed: str) 
     tail_words = _words(tail.text)
     context_words = _words(context)
     seam_words = len(_words(committed)) - len(context_words)
-    if len(tail_words) <= seam_words:
+    if len(tail_words) <= seam_words or len(context_words) < 2:
         return "short"
-    if _shares_ngram(context_words, tail_words, _RESTART_NGRAM):
+    # A context shorter than the n-gram is matched whole ("Eight of" ... "Eight of sp").
+    if _shares_ngram(context_words, tail_words, min(_RESTART_NGRAM, len(context_words))):
         return "restart"
     # An unsure tail (Whisper's usual -1.0) falls back to the ordinary final, which
     # costs a normal decode, not a 30 s one.
