@@ -63,7 +63,7 @@ are decoded freely, so the last words the partials agreed on get the final's bea
 audio after them. Over 35 pocketsphinx clips (scripts/asr_wer.py) 3 was the smallest
 value not less accurate than the full final; 2 lost the words after a hard one
 ("is to be ill-disposed" -> "is to be old as supposed")."""
-_TAIL_SLACK_TOKENS = 12
+_TAIL_SLACK_TOKENS = 8
 """Tokens a tail final may take beyond the latest partial's words (speech after that
 partial: it is at most one partial interval, ~400 ms, old)."""
 _RESTART_NGRAM = 3
