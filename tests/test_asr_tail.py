@@ -219,3 +219,12 @@ def test_a_restart_after_a_two_word_context_is_caught() -> None:
     one = _Decoded(text="of spades, four of clubs.", avg_logprob=-0.3, no_speech_prob=0.01,
                    hit_cap=False, resume_s=None)
     assert _tail_problem("Eight", one, 3.5, "Eight of spades, four") == "short"
+
+
+def test_a_restart_cut_short_by_the_limit_is_caught() -> None:
+    tail = _Decoded(text="spades, four of close, seven of hearts. Eight", avg_logprob=-0.3,
+                    no_speech_prob=0.01, hit_cap=False, resume_s=None)
+    assert _tail_problem("Eight of", tail, 3.5, "Eight of spades, four") == "restart"
+    fine = _Decoded(text="spades. Four of clubs.", avg_logprob=-0.3, no_speech_prob=0.01,
+                    hit_cap=False, resume_s=None)
+    assert _tail_problem("Eight of", fine, 3.5, "Eight of spades, four") is None

@@ -443,11 +443,23 @@ def _tail_problem(context: str, tail: _Decoded, audio_s: float, committed: str) 
     # A context shorter than the n-gram is matched whole ("Eight of" ... "Eight of sp").
     if _shares_ngram(context_words, tail_words, min(_RESTART_NGRAM, len(context_words))):
         return "restart"
+    if _begins_again(context_words, tail.text):
+        return "restart"
     # An unsure tail (Whisper's usual -1.0) falls back to the ordinary final, which
     # costs a normal decode, not a 30 s one.
     if _looks_degenerate(replace(tail, text=f"{context} {tail.text}"), audio_s, _LOW_LOGPROB):
         return "degenerate"
     return None
+
+
+def _begins_again(context_words: list[str], tail: str) -> bool:
+    """After a sentence end the tail says the context's first words again (a restart cut
+    short by the token limit: "... seven of hearts. Eight")."""
+    for later in re.split(r"[.?!]\s+", tail)[1:]:
+        words = _words(later)
+        if words and words == context_words[: len(words)]:
+            return True
+    return False
 
 
 def _shares_ngram(a: list[str], b: list[str], n: int) -> bool:
