@@ -172,7 +172,8 @@ def test_final_transcript_gets_the_words_the_partials_agree_on() -> None:
     """Two partials that agree settle all but their last word; the final is told so."""
     asr = FixedAsr("turn on the kitchen lights")
     audio = np.concatenate([silence(0.3), speechlike(1.5), silence(2.0)])
-    result, _ = _run(audio, asr=asr, speed=1.0)  # partials come every 400 ms of wall time
+    # Partials come every 400 ms of wall time.
+    result, _ = _run(audio, asr=asr, speed=1.0, config=Config(asr_tail=True))
     partials = [c for c in asr.calls if not c[1]]
     finals = [k for k, (_, final) in enumerate(asr.calls) if final]
     assert len(partials) >= 2 and finals
@@ -183,6 +184,13 @@ def test_final_transcript_gets_the_words_the_partials_agree_on() -> None:
 def test_a_single_partial_commits_nothing() -> None:
     asr = FixedAsr("lights")
     audio = np.concatenate([silence(0.3), speechlike(0.5), silence(2.0)])
-    _run(audio, asr=asr)
+    _run(audio, asr=asr, config=Config(asr_tail=True))
     finals = [k for k, (_, final) in enumerate(asr.calls) if final]
     assert finals and all(asr.committed[k] == "" for k in finals)
+
+
+def test_tail_finals_are_off_by_default() -> None:
+    asr = FixedAsr("turn on the kitchen lights")
+    audio = np.concatenate([silence(0.3), speechlike(1.5), silence(2.0)])
+    _run(audio, asr=asr, speed=1.0)
+    assert [c for c in asr.committed if c] == []

@@ -295,9 +295,10 @@ class Pipeline:
     def _start_reply(self) -> None:
         self._drop_reply("superseded")
         audio = np.concatenate(self._turn_audio) if self._turn_audio else np.zeros(0, np.float32)
+        tail = self._cfg.asr_tail
         reply = Reply(
-            turn=self._turn, audio=audio, committed=self._partials.committed,
-            draft=self._partials.latest, engines=self._eng,
+            turn=self._turn, audio=audio, committed=self._partials.committed if tail else "",
+            draft=self._partials.latest if tail else "", engines=self._eng,
             conversation=self.conversation,
             playback=self._core.playback, device_rate_hz=self._core.sample_rate_hz,
             max_tokens=self._cfg.llm.max_reply_tokens, stream_tts=self._cfg.llm.stream_tts,
