@@ -44,7 +44,7 @@ import numpy as np
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from voicebox.bench.score import word_edits  # noqa: E402
+from voicebox.bench.score import normalise, word_edits  # noqa: E402
 from voicebox.engines.protocols import FloatAudio  # noqa: E402
 from voicebox.engines.whisper_asr import WhisperAsrEngine, committed_prefix  # noqa: E402
 from voicebox.models.locate import packaged_path  # noqa: E402
@@ -57,30 +57,6 @@ PAUSES_S = (0.3, 0.45, 0.6)
 """Mid-sentence pauses inserted into each LibriVox clip for the ``paused`` set."""
 NOISE_SNR_DB = 15.0
 _LINE = re.compile(r"<s>(?P<text>.*)</s>\s*\((?P<id>[^)]+)\)")
-_ONES = [
-    "zero",
-    "one",
-    "two",
-    "three",
-    "four",
-    "five",
-    "six",
-    "seven",
-    "eight",
-    "nine",
-    "ten",
-    "eleven",
-    "twelve",
-    "thirteen",
-    "fourteen",
-    "fifteen",
-    "sixteen",
-    "seventeen",
-    "eighteen",
-    "nineteen",
-]
-_TENS = ["_", "_", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"]
-_ABBREVIATIONS = {"mr": "mister", "mrs": "missus", "dr": "doctor", "st": "saint"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +96,7 @@ class SystemResult:
     def summary(self, clips: list[Clip], group: str | None = None) -> dict[str, float]:
         """WER and final times over all clips, or over those of one ``group``."""
         chosen = [i for i, c in enumerate(clips) if group is None or c.group == group]
-        ref_words = sum(len(normalize(clips[i].reference).split()) for i in chosen)
+        ref_words = sum(len(normalise(clips[i].reference)) for i in chosen)
         ms = [self.ms[i] for i in chosen]
         return {
             "wer": sum(self.errors[i] for i in chosen) / ref_words,
@@ -198,35 +174,9 @@ def clip_sets(plain: list[Clip], sets: list[str]) -> list[Clip]:
     return out
 
 
-def number_words(n: int) -> str:
-    """0..999 in words (enough for spoken commands); larger numbers stay digits."""
-    if n < 20:
-        return _ONES[n]
-    if n < 100:
-        return _TENS[n // 10] + ("" if n % 10 == 0 else " " + _ONES[n % 10])
-    if n < 1000:
-        rest = n % 100
-        return _ONES[n // 100] + " hundred" + ("" if rest == 0 else " " + number_words(rest))
-    return str(n)
-
-
-def normalize(text: str) -> str:
-    """Lowercase, no punctuation, digits as words, common abbreviations spelled out."""
-    text = text.lower().replace("-", " ")
-    text = re.sub(r"[^a-z0-9' ]+", " ", text)
-    words: list[str] = []
-    for word in text.split():
-        word = word.strip("'")
-        if word.isdigit():
-            words.extend(number_words(int(word)).split())
-        elif word:
-            words.append(_ABBREVIATIONS.get(word, word))
-    return " ".join(words)
-
-
 def word_errors(reference: str, hypothesis: str) -> int:
     """Substitutions + deletions + insertions between normalised word sequences."""
-    return word_edits(normalize(reference).split(), normalize(hypothesis).split())
+    return word_edits(normalise(reference), normalise(hypothesis))
 
 
 def run_system(
@@ -343,7 +293,7 @@ def summary_groups(clips: list[Clip]) -> list[str | None]:
 
 
 def markdown(clips: list[Clip], results: list[SystemResult], threads: int) -> str:
-    ref_words = sum(len(normalize(c.reference).split()) for c in clips)
+    ref_words = sum(len(normalise(c.reference)) for c in clips)
     lines = [
         f"# ASR word error rate and latency ({len(clips)} clips, {ref_words} words, "
         f"{threads} thread(s))",
@@ -370,7 +320,7 @@ def markdown(clips: list[Clip], results: list[SystemResult], threads: int) -> st
             f"{r.hypotheses[i]}"
             for r in results
         ]
-        words = len(normalize(clip.reference).split())
+        words = len(normalise(clip.reference))
         row = [clip.clip_id, f"{clip.audio_s:.1f}", str(words), *cells]
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"
@@ -387,7 +337,7 @@ def print_text(clips: list[Clip], results: list[SystemResult], threads: int) -> 
             )
     for group in summary_groups(clips):
         chosen = [c for c in clips if group is None or c.group == group]
-        ref_words = sum(len(normalize(c.reference).split()) for c in chosen)
+        ref_words = sum(len(normalise(c.reference)) for c in chosen)
         print(
             f"\n{(group or 'all').upper()}: {len(chosen)} clips, {ref_words} words, "
             f"{threads} thread(s):"

@@ -198,3 +198,10 @@ def test_judge_difference_and_targets(tmp_path: Path) -> None:
     assert verdicts["barge-in stop"] == "n/a"
     assert verdicts["bench vs v2v.py median"] == "pass"
     assert verdicts["peak RSS"] == "pass"
+
+
+def test_normalise_spells_numbers_and_abbreviations() -> None:
+    assert normalise("Mr. Dashwood had 25 cards, Dr. St-Clair 105.") == [
+        "mister", "dashwood", "had", "twenty", "five", "cards", "doctor", "saint", "clair",
+        "one", "hundred", "five"]
+    assert normalise("'Tis 4. Queen") == ["tis", "four", "queen"]

@@ -172,11 +172,32 @@ def word_edits(ref: list[str], hyp: list[str]) -> int:
     return d[len(hyp)]
 
 
-_NUMBERS = {str(i): w for i, w in enumerate(
-    ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"])}
-_SPELLING = {"mr": "mister", "mrs": "missus"}
+_ONES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
+         "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen",
+         "eighteen", "nineteen"]
+_TENS = ["_", "_", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"]
+_SPELLING = {"mr": "mister", "mrs": "missus", "dr": "doctor", "st": "saint"}
+
+
+def number_words(n: int) -> str:
+    """0..999 in words (enough for spoken commands); larger numbers stay digits."""
+    if n < 20:
+        return _ONES[n]
+    if n < 100:
+        return _TENS[n // 10] + ("" if n % 10 == 0 else " " + _ONES[n % 10])
+    if n < 1000:
+        rest = n % 100
+        return _ONES[n // 100] + " hundred" + ("" if rest == 0 else " " + number_words(rest))
+    return str(n)
 
 
 def normalise(text: str) -> list[str]:
-    words = re.sub(r"[^a-z0-9' ]", " ", text.lower().replace("-", " ")).split()
-    return [_SPELLING.get(w, _NUMBERS.get(w, w)) for w in words]
+    """Lowercase words without punctuation, digits as words, abbreviations spelled out."""
+    words: list[str] = []
+    for word in re.sub(r"[^a-z0-9' ]+", " ", text.lower().replace("-", " ")).split():
+        word = word.strip("'")
+        if word.isdigit():
+            words.extend(number_words(int(word)).split())
+        elif word:
+            words.append(_SPELLING.get(word, word))
+    return words
