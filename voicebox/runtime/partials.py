@@ -88,7 +88,9 @@ class PartialTranscriber:
         """Warm the LLM's cache with the words so far, so the reply prefills only the tail."""
         llm = self._eng.llm
         if self._prefill_llm and isinstance(llm, EndOfTurnScorer):
-            await self._eng.llm_worker.run(llm.prefill, self._prompt(text))
+            # The prompt is built on the LLM's thread too: counting its tokens is a round
+            # trip to a card, which must not block the event loop.
+            await self._eng.llm_worker.run(lambda: llm.prefill(self._prompt(text)))
 
 
 def _partial_event(turn: int, text: str, ms: float) -> Callable[[float, float], Event]:

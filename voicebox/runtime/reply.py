@@ -154,7 +154,9 @@ class Reply:
         if not transcript:
             self.generating = False
             return
-        messages = self._conversation.prompt(transcript)
+        # On the LLM's thread: trimming counts tokens, which on a card is a round trip
+        # that must neither block the event loop nor cross a stream on the same link.
+        messages = await eng.llm_worker.run(self._conversation.prompt, transcript)
         if self._score:
             llm = eng.llm
             assert isinstance(llm, EndOfTurnScorer)
