@@ -57,12 +57,15 @@ class ScriptedLlm:
         self.token_s = token_s
         self.prompts: list[list[ChatMessage]] = []
         self.cancelled = 0
+        self.count_threads: set[str] = set()
 
     @property
     def context_tokens(self) -> int:
         return 512
 
     def count_tokens(self, messages: Sequence[ChatMessage]) -> int:
+        # A card counts over its link: record where it is asked (never the event loop).
+        self.count_threads.add(threading.current_thread().name)
         return sum(len(m.content.split()) + 4 for m in messages)
 
     def stream(

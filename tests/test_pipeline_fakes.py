@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 
 import numpy as np
 
@@ -194,3 +195,12 @@ def test_tail_finals_are_off_by_default() -> None:
     audio = np.concatenate([silence(0.3), speechlike(1.5), silence(2.0)])
     _run(audio, asr=asr, speed=1.0)
     assert [c for c in asr.committed if c] == []
+
+
+def test_token_counting_stays_off_the_event_loop() -> None:
+    """On a card, counting tokens is a round trip: never on the event loop's thread."""
+    audio = np.concatenate([silence(0.3), speechlike(1.5), silence(2.0)])
+    result, eng = _run(audio, speed=1.0)
+    assert "PlaybackStarted" in _names(result.events)
+    counted = eng.llm.count_threads  # type: ignore[attr-defined]
+    assert counted and threading.main_thread().name not in counted
