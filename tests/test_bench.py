@@ -205,3 +205,16 @@ def test_normalise_spells_numbers_and_abbreviations() -> None:
         "mister", "dashwood", "had", "twenty", "five", "cards", "doctor", "saint", "clair",
         "one", "hundred", "five"]
     assert normalise("'Tis 4. Queen") == ["tis", "four", "queen"]
+
+
+def test_bench_hears_the_scenario_as_the_judge_does() -> None:
+    """16-bit quantised, as `voicebox simulate --in` reads the WAV v2v.py is given."""
+    from voicebox.bench.run import as_read_from_wav
+    from voicebox.bench.scenarios import Scenario
+
+    rng = np.random.default_rng(3)
+    sc = Scenario("q", (0.3 * rng.standard_normal(1600)).astype(np.float32), 16_000)
+    heard = as_read_from_wav(sc)
+    assert heard.shape == sc.audio.shape and heard.dtype == np.float32
+    assert np.abs(heard - sc.audio).max() <= 2 / 32768
+    assert np.allclose(heard * 32768, np.round(heard * 32768))  # on the 16-bit grid
