@@ -29,6 +29,7 @@ import numpy as np
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from voicebox.bench.run import as_read_from_wav  # noqa: E402
 from voicebox.bench.scenarios import all_scenarios  # noqa: E402
 from voicebox.config import Config, load_config  # noqa: E402
 from voicebox.engines.llama_llm import LlamaEngine  # noqa: E402
@@ -78,7 +79,8 @@ def pauses(config: Config) -> list[Pause]:
     for sc in all_scenarios():
         vad.reset()
         detector = TurnDetector(cfg, FRAME / RATE)
-        frames = [sc.audio[i : i + FRAME] for i in range(0, len(sc.audio) - FRAME + 1, FRAME)]
+        heard = as_read_from_wav(sc)  # 16-bit, as simulate reads the judge's WAV
+        frames = [heard[i : i + FRAME] for i in range(0, len(heard) - FRAME + 1, FRAME)]
         pre_roll: list[np.ndarray] = []
         turn_audio: list[np.ndarray] = []
         silent_run = 0
