@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
-import wave
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from voicebox.audio.wav import read_wav
 from voicebox.bench.score import normalise, word_edits
 from voicebox.engines.protocols import AsrEngine, FloatAudio
 from voicebox.errors import ModelError
@@ -33,9 +33,7 @@ pytestmark = pytest.mark.skipif(
 
 
 def read_clip(name: str) -> FloatAudio:
-    with wave.open(str(DATA / f"{name}.wav")) as wav:
-        pcm = np.frombuffer(wav.readframes(wav.getnframes()), dtype=np.int16)
-    return (pcm.astype(np.float32) / 32768.0).astype(np.float32)
+    return read_wav(DATA / f"{name}.wav")[0]
 
 
 words = normalise

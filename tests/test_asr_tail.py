@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import logging
 import os
-import wave
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from voicebox.audio.wav import read_wav
 from voicebox.bench.score import normalise
 from voicebox.engines.protocols import FloatAudio
 from voicebox.engines.whisper_asr import (
@@ -118,9 +118,7 @@ pytestmark_data = pytest.mark.skipif(
 
 
 def read_clip(name: str) -> FloatAudio:
-    with wave.open(str(DATA / f"{name}.wav")) as wav:
-        pcm = np.frombuffer(wav.readframes(wav.getnframes()), dtype=np.int16)
-    return (pcm.astype(np.float32) / 32768.0).astype(np.float32)
+    return read_wav(DATA / f"{name}.wav")[0]
 
 
 @pytest.fixture(scope="module")
