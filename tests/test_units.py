@@ -231,3 +231,16 @@ def test_worker_stream_waits_while_go_is_clear() -> None:
         return got
 
     assert asyncio.run(main()) == ["0", "1", "2", "3", "4"]
+
+
+def test_tts_threads_follow_the_cores_unless_set() -> None:
+    import os
+
+    from voicebox.config import Config
+    from voicebox.runtime.build import tts_threads
+
+    cores = len(os.sched_getaffinity(0))
+    assert tts_threads(Config()) == min(2, cores)
+    assert tts_threads(Config(tts_threads=3)) == 3
+    with pytest.raises(ConfigError, match="tts_threads"):
+        Config(tts_threads=0)

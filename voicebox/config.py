@@ -146,9 +146,10 @@ class Config:
     models: ModelPaths = field(default_factory=ModelPaths)
     asr_threads: int = 1
     """Whisper's threads: one (CTranslate2 on two threads was slower here: 236 vs 146 ms)."""
-    tts_threads: int = 2
-    """Piper's threads: two (a 3-word clause 54 -> 30 ms here); they do not spin, so the
-    LLM thread generating the next clause meanwhile loses little."""
+    tts_threads: int | None = None
+    """Piper's threads; None: two when the process may use two cores or more (a 3-word
+    clause 54 -> 30 ms here; they do not spin), else one (on one core two threads only
+    take turns: bench p50 470 vs 410 ms)."""
     asr_tail: bool = False
     """Finals decode only the words the partials have not agreed on (see WhisperAsrEngine).
     Off by default: over the 35 clips of scripts/asr_wer.py it is faster (median 66 vs 87
@@ -161,7 +162,7 @@ class Config:
     def __post_init__(self) -> None:
         _check(self.asr_mode in ("windowed", "whole"), "asr_mode", "must be windowed or whole")
         _check(self.asr_threads >= 1, "asr_threads", "must be >= 1")
-        _check(self.tts_threads >= 1, "tts_threads", "must be >= 1")
+        _check(self.tts_threads is None or self.tts_threads >= 1, "tts_threads", "must be >= 1")
 
 
 def load_config(path: Path | None, **overrides: Any) -> Config:

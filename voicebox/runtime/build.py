@@ -14,6 +14,13 @@ from voicebox.runtime.workers import EngineWorker
 _LOGGER = logging.getLogger(__name__)
 
 
+def tts_threads(config: Config) -> int:
+    """The configured TTS threads, or two when this process may run on two cores or more."""
+    if config.tts_threads is not None:
+        return config.tts_threads
+    return min(2, len(os.sched_getaffinity(0)))
+
+
 def load_vad(config: Config) -> VadEngine:
     from voicebox.engines.silero_vad import SileroVadEngine
 
@@ -49,7 +56,7 @@ def load_engines(config: Config) -> tuple[VadEngine, Engines]:
         asr = WholeUtteranceAsrEngine(asr_dir, threads=config.asr_threads)
     else:
         asr = WhisperAsrEngine(asr_dir, threads=config.asr_threads)
-    tts = PiperTtsEngine(config.models.tts or packaged_path("tts"), threads=config.tts_threads)
+    tts = PiperTtsEngine(config.models.tts or packaged_path("tts"), threads=tts_threads(config))
     turn_model: TurnModel | None = None
     if config.turn.semantic:
         from voicebox.engines.smart_turn import SmartTurnEngine
