@@ -33,11 +33,12 @@ from voicebox.bench.run import as_read_from_wav  # noqa: E402
 from voicebox.bench.scenarios import all_scenarios  # noqa: E402
 from voicebox.config import Config, load_config  # noqa: E402
 from voicebox.engines.llama_llm import LlamaEngine  # noqa: E402
-from voicebox.engines.protocols import ChatMessage  # noqa: E402
+from voicebox.engines.protocols import ASR_SAMPLE_RATE_HZ, ChatMessage  # noqa: E402
 from voicebox.engines.smart_turn import SmartTurnEngine  # noqa: E402
 from voicebox.engines.whisper_asr import WhisperAsrEngine  # noqa: E402
 from voicebox.models.locate import packaged_path  # noqa: E402
 from voicebox.runtime.build import load_vad  # noqa: E402
+from voicebox.runtime.pipeline import KEEP_SILENT_FRAMES  # noqa: E402
 from voicebox.runtime.turns import (  # noqa: E402
     Decision,
     TurnDetector,
@@ -45,9 +46,6 @@ from voicebox.runtime.turns import (  # noqa: E402
     required_silence_ms,
 )
 
-FRAME = 512
-RATE = 16_000
-KEEP_SILENT_FRAMES = 8
 END_SILENCE_MS = 1000
 """A silence near a labelled end that lasts this long is the real end (a shorter one
 there is the user pausing before the last word)."""
@@ -78,21 +76,23 @@ def pauses(config: Config) -> list[Pause]:
     out: list[Pause] = []
     for sc in all_scenarios():
         vad.reset()
-        detector = TurnDetector(cfg, FRAME / RATE)
+        frame_n = vad.frame_samples
+        detector = TurnDetector(cfg, frame_n / ASR_SAMPLE_RATE_HZ)
         heard = as_read_from_wav(sc)  # 16-bit, as simulate reads the judge's WAV
-        frames = [heard[i : i + FRAME] for i in range(0, len(heard) - FRAME + 1, FRAME)]
+        frames = [heard[i : i + frame_n] for i in range(0, len(heard) - frame_n + 1, frame_n)]
         pre_roll: list[np.ndarray] = []
         turn_audio: list[np.ndarray] = []
         silent_run = 0
         open_pause: Pause | None = None
         for k, frame in enumerate(frames):
             prob = vad.probability(frame)
-            end_s = (k + 1) * FRAME / RATE
+            end_s = (k + 1) * frame_n / ASR_SAMPLE_RATE_HZ
             if detector.in_turn:
                 silent_run = silent_run + 1 if prob < cfg.end_threshold else 0
                 if silent_run <= KEEP_SILENT_FRAMES:
                     turn_audio.append(frame)
-            pre_roll = [*pre_roll, frame][-int(cfg.pre_roll_ms / 1000 * RATE / FRAME) :]
+            keep = max(1, int(cfg.pre_roll_ms / 1000 * ASR_SAMPLE_RATE_HZ / frame_n))
+            pre_roll = [*pre_roll, frame][-keep:]
             decision = detector.update(prob, end_s)
             if decision is Decision.START:
                 turn_audio = list(pre_roll)

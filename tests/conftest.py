@@ -7,13 +7,10 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from collections.abc import Iterator  # noqa: E402
-from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
 from voicebox.config import Config  # noqa: E402
-
-TESTDATA = Path("/usr/share/pocketsphinx/test/data")
 
 
 @pytest.fixture(scope="session")
@@ -24,3 +21,17 @@ def real_engines() -> Iterator[tuple[object, object]]:
     vad, engines = load_engines(Config())
     yield vad, engines
     close_engines(engines)
+
+
+@pytest.fixture(scope="session")
+def whisper_engine() -> object:
+    """The default Whisper engine (tiny.en, 1 thread), loaded once; skipped without it."""
+    from voicebox.engines.whisper_asr import WhisperAsrEngine
+    from voicebox.errors import ModelError
+    from voicebox.models.locate import packaged_path
+
+    try:
+        model_dir = packaged_path("asr")
+    except ModelError as exc:
+        pytest.skip(str(exc))
+    return WhisperAsrEngine(model_dir, threads=1)

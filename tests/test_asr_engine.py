@@ -8,14 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from voicebox.audio.wav import read_wav
+from tests.clips import needs_testdata, read_clip
 from voicebox.bench.score import normalise, word_edits
 from voicebox.engines.protocols import AsrEngine, FloatAudio
 from voicebox.errors import ModelError
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-DATA = Path("/usr/share/pocketsphinx/test/data")
 LIBRIVOX = "sense_and_sensibility_01_austen_64kb-"
 REFERENCES = {
     f"librivox/{LIBRIVOX}0870": "and mister john dashwood had then leisure to consider how much "
@@ -27,13 +26,7 @@ REFERENCES = {
     "cards/005": "eight of spades four of clubs seven of hearts",
 }
 
-pytestmark = pytest.mark.skipif(
-    not (DATA / "cards" / "001.wav").is_file(), reason="apt package pocketsphinx-testdata missing"
-)
-
-
-def read_clip(name: str) -> FloatAudio:
-    return read_wav(DATA / f"{name}.wav")[0]
+pytestmark = needs_testdata
 
 
 words = normalise
@@ -50,16 +43,9 @@ def max_run(items: list[str]) -> int:
     return best
 
 
-@pytest.fixture(scope="module")
-def engine() -> AsrEngine:
-    from voicebox.engines.whisper_asr import WhisperAsrEngine
-    from voicebox.models.locate import packaged_path
-
-    try:
-        model_dir = packaged_path("asr")
-    except ModelError as exc:
-        pytest.skip(str(exc))
-    return WhisperAsrEngine(model_dir, threads=1)
+@pytest.fixture
+def engine(whisper_engine: AsrEngine) -> AsrEngine:
+    return whisper_engine
 
 
 @pytest.mark.slow

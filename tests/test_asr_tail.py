@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import logging
 import os
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from voicebox.audio.wav import read_wav
+from tests.clips import needs_testdata, read_clip
 from voicebox.bench.score import normalise
-from voicebox.engines.protocols import FloatAudio
 from voicebox.engines.whisper_asr import (
     WhisperAsrEngine,
     _Decoded,
@@ -19,11 +17,9 @@ from voicebox.engines.whisper_asr import (
     _tail_problem,
     committed_prefix,
 )
-from voicebox.errors import ModelError
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-DATA = Path("/usr/share/pocketsphinx/test/data")
 LIBRIVOX = "librivox/sense_and_sensibility_01_austen_64kb-"
 
 
@@ -112,24 +108,9 @@ def test_a_degenerate_tail_is_rejected(tail: _Decoded) -> None:
 
 # -- the real model --------------------------------------------------------------------------
 
-pytestmark_data = pytest.mark.skipif(
-    not (DATA / "cards" / "001.wav").is_file(), reason="apt package pocketsphinx-testdata missing"
-)
-
-
-def read_clip(name: str) -> FloatAudio:
-    return read_wav(DATA / f"{name}.wav")[0]
-
-
-@pytest.fixture(scope="module")
-def engine() -> WhisperAsrEngine:
-    from voicebox.models.locate import packaged_path
-
-    try:
-        model_dir = packaged_path("asr")
-    except ModelError as exc:
-        pytest.skip(str(exc))
-    return WhisperAsrEngine(model_dir, threads=1)
+@pytest.fixture
+def engine(whisper_engine: WhisperAsrEngine) -> WhisperAsrEngine:
+    return whisper_engine
 
 
 def tail_outcomes(caplog: pytest.LogCaptureFixture) -> list[str]:
@@ -139,7 +120,7 @@ def tail_outcomes(caplog: pytest.LogCaptureFixture) -> list[str]:
 
 
 @pytest.mark.slow
-@pytestmark_data
+@needs_testdata
 @pytest.mark.parametrize("clip", ["0870", "0920"])
 def test_tail_final_equals_the_full_final(
     engine: WhisperAsrEngine, clip: str, caplog: pytest.LogCaptureFixture
@@ -155,7 +136,7 @@ def test_tail_final_equals_the_full_final(
 
 
 @pytest.mark.slow
-@pytestmark_data
+@needs_testdata
 def test_tail_final_after_real_partials_matches_the_full_final(
     engine: WhisperAsrEngine, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -173,7 +154,7 @@ def test_tail_final_after_real_partials_matches_the_full_final(
 
 
 @pytest.mark.slow
-@pytestmark_data
+@needs_testdata
 def test_committed_words_that_leave_nothing_to_decode_fall_back(
     engine: WhisperAsrEngine, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -186,7 +167,7 @@ def test_committed_words_that_leave_nothing_to_decode_fall_back(
 
 
 @pytest.mark.slow
-@pytestmark_data
+@needs_testdata
 def test_partials_and_silence_ignore_committed_words(engine: WhisperAsrEngine) -> None:
     audio = read_clip("cards/005")
     committed = "Eight of spades, four of"

@@ -11,9 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.clips import TESTDATA
 from voicebox.models.locate import packaged_path
 
-SAMPLE = Path("/usr/share/pocketsphinx/test/data/cards/001.wav")
+SAMPLE = TESTDATA / "cards" / "001.wav"
 
 
 def voicebox(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:

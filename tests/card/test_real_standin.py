@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.clips import TESTDATA
 from voicebox.card.engine import CardLlmEngine
 from voicebox.card.factory import build_card_engine
 from voicebox.card.faults import Fault, FaultKind
@@ -23,7 +24,7 @@ from voicebox.models.locate import packaged_path
 
 pytestmark = pytest.mark.slow
 
-SAMPLE = Path("/usr/share/pocketsphinx/test/data/cards/001.wav")
+SAMPLE = TESTDATA / "cards" / "001.wav"
 MESSAGES = [
     ChatMessage("system", "You are a helpful voice assistant. Answer in one short sentence."),
     ChatMessage("user", "What is the capital of France?"),

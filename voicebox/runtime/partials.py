@@ -33,7 +33,8 @@ class PartialTranscriber:
     ) -> None:
         self._eng = engines
         self._interval_s = interval_s
-        self._prefill_llm = prefill and isinstance(engines.llm, EndOfTurnScorer)
+        llm = engines.llm
+        self._scorer = llm if prefill and isinstance(llm, EndOfTurnScorer) else None
         self._prompt = prompt
         self._emit = emit
         self._texts: list[str] = []
@@ -86,11 +87,11 @@ class PartialTranscriber:
 
     async def _prefill(self, text: str) -> None:
         """Warm the LLM's cache with the words so far, so the reply prefills only the tail."""
-        llm = self._eng.llm
-        if self._prefill_llm and isinstance(llm, EndOfTurnScorer):
+        scorer = self._scorer
+        if scorer is not None:
             # The prompt is built on the LLM's thread too: counting its tokens is a round
             # trip to a card, which must not block the event loop.
-            await self._eng.llm_worker.run(lambda: llm.prefill(self._prompt(text)))
+            await self._eng.llm_worker.run(lambda: scorer.prefill(self._prompt(text)))
 
 
 def _partial_event(turn: int, text: str, ms: float) -> Callable[[float, float], Event]:

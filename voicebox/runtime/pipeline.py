@@ -47,7 +47,7 @@ from voicebox.runtime.turns import (
 
 _LOGGER = logging.getLogger(__name__)
 
-_KEEP_SILENT_FRAMES = 8
+KEEP_SILENT_FRAMES = 8
 """Silent frames (about 250 ms) kept of a pause inside a turn."""
 
 
@@ -185,7 +185,7 @@ class Pipeline:
                 # across a short gap better than across a long one.
                 quiet = prob < self._cfg.turn.end_threshold
                 self._silent_run = self._silent_run + 1 if quiet else 0
-                if self._silent_run <= _KEEP_SILENT_FRAMES:
+                if self._silent_run <= KEEP_SILENT_FRAMES:
                     self._turn_audio.append(frame)
             else:
                 self._since_end.append(frame)
@@ -286,7 +286,7 @@ class Pipeline:
         self._drop_reply("user continued")
         n = self._turn
         # The silence in between is cut short, as inside a turn (see _vad_loop).
-        self._turn_audio = self._last_turn_audio + self._since_end[-_KEEP_SILENT_FRAMES:]
+        self._turn_audio = self._last_turn_audio + self._since_end[-KEEP_SILENT_FRAMES:]
         self._since_end = []
         self._turn_end_s.pop(n, None)
         self._emit(lambda t, s: SpeechResumed(t, s, n))
