@@ -30,7 +30,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from voicebox.bench.run import as_read_from_wav  # noqa: E402
-from voicebox.bench.scenarios import all_scenarios  # noqa: E402
+from voicebox.bench.scenarios import Scenario, all_scenarios  # noqa: E402
 from voicebox.config import Config, load_config  # noqa: E402
 from voicebox.engines.llama_llm import LlamaEngine  # noqa: E402
 from voicebox.engines.protocols import ASR_SAMPLE_RATE_HZ, ChatMessage  # noqa: E402
@@ -67,55 +67,73 @@ class Pause:
     """For a real end: how late the VAD's end of speech is against the labelled end."""
 
 
+@dataclass(slots=True)
+class Models:
+    """The engines a replay needs, loaded once."""
+
+    vad: object
+    asr: WhisperAsrEngine
+    llm: LlamaEngine
+    turn_model: SmartTurnEngine
+
+    @classmethod
+    def load(cls, config: Config) -> Models:
+        return cls(load_vad(config), WhisperAsrEngine(packaged_path("asr")),
+                   LlamaEngine(packaged_path("llm"), context_tokens=1024, threads=1),
+                   SmartTurnEngine(packaged_path("turn")))
+
+
 def pauses(config: Config) -> list[Pause]:
+    models = Models.load(config)
+    return [p for sc in all_scenarios() for p in replay(config, models, sc)]
+
+
+def replay(config: Config, models: Models, sc: Scenario) -> list[Pause]:
+    """Every speculative pause of one scenario, with its signals and its length."""
     cfg = config.turn
-    vad = load_vad(config)
-    asr = WhisperAsrEngine(packaged_path("asr"))
-    llm = LlamaEngine(packaged_path("llm"), context_tokens=1024, threads=1)
-    turn_model = SmartTurnEngine(packaged_path("turn"))
+    vad, asr, llm, turn_model = models.vad, models.asr, models.llm, models.turn_model
     out: list[Pause] = []
-    for sc in all_scenarios():
-        vad.reset()
-        frame_n = vad.frame_samples
-        detector = TurnDetector(cfg, frame_n / ASR_SAMPLE_RATE_HZ)
-        heard = as_read_from_wav(sc)  # 16-bit, as simulate reads the judge's WAV
-        frames = [heard[i : i + frame_n] for i in range(0, len(heard) - frame_n + 1, frame_n)]
-        pre_roll: list[np.ndarray] = []
-        turn_audio: list[np.ndarray] = []
-        silent_run = 0
-        open_pause: Pause | None = None
-        for k, frame in enumerate(frames):
-            prob = vad.probability(frame)
-            end_s = (k + 1) * frame_n / ASR_SAMPLE_RATE_HZ
-            if detector.in_turn:
-                silent_run = silent_run + 1 if prob < cfg.end_threshold else 0
-                if silent_run <= KEEP_SILENT_FRAMES:
-                    turn_audio.append(frame)
-            keep = max(1, int(cfg.pre_roll_ms / 1000 * ASR_SAMPLE_RATE_HZ / frame_n))
-            pre_roll = [*pre_roll, frame][-keep:]
-            decision = detector.update(prob, end_s)
-            if decision is Decision.START:
-                turn_audio = list(pre_roll)
-            elif decision is Decision.PAUSE:
-                audio = np.concatenate(turn_audio)
-                text = asr.transcribe(audio, final=True).text
-                messages = [ChatMessage("system", config.llm.system_prompt),
-                            ChatMessage("user", text)]
-                llm_p = llm.end_of_turn_probability(messages) if text else 0.0
-                at = detector.turn.speech_end_s
-                labelled = [t["speech_end_s"] for t in sc.turns]
-                near = [e for e in labelled if abs(at - e) < 0.25]
-                open_pause = Pause(sc.name, round(at, 3), text, round(llm_p, 4),
-                                   round(turn_model.probability(audio), 4), 0.0, bool(near),
-                                   round((at - near[0]) * 1000) if near else None)
-                out.append(open_pause)
-            ends = decision in (Decision.RESUME, Decision.START) or k == len(frames) - 1
-            if open_pause is not None and ends:
-                open_pause.silence_ms = round((end_s - open_pause.at_s) * 1000)
-                if decision is Decision.START:  # after END: the gap to the next turn
-                    open_pause.silence_ms = round(
-                        (detector.turn.speech_start_s - open_pause.at_s) * 1000)
-                open_pause = None
+    vad.reset()  # type: ignore[attr-defined]
+    frame_n: int = vad.frame_samples  # type: ignore[attr-defined]
+    detector = TurnDetector(cfg, frame_n / ASR_SAMPLE_RATE_HZ)
+    heard = as_read_from_wav(sc)  # 16-bit, as simulate reads the judge's WAV
+    frames = [heard[i : i + frame_n] for i in range(0, len(heard) - frame_n + 1, frame_n)]
+    pre_roll: list[np.ndarray] = []
+    turn_audio: list[np.ndarray] = []
+    silent_run = 0
+    open_pause: Pause | None = None
+    for k, frame in enumerate(frames):
+        prob = vad.probability(frame)  # type: ignore[attr-defined]
+        end_s = (k + 1) * frame_n / ASR_SAMPLE_RATE_HZ
+        if detector.in_turn:
+            silent_run = silent_run + 1 if prob < cfg.end_threshold else 0
+            if silent_run <= KEEP_SILENT_FRAMES:
+                turn_audio.append(frame)
+        keep = max(1, int(cfg.pre_roll_ms / 1000 * ASR_SAMPLE_RATE_HZ / frame_n))
+        pre_roll = [*pre_roll, frame][-keep:]
+        decision = detector.update(prob, end_s)
+        if decision is Decision.START:
+            turn_audio = list(pre_roll)
+        elif decision is Decision.PAUSE:
+            audio = np.concatenate(turn_audio)
+            text = asr.transcribe(audio, final=True).text
+            messages = [ChatMessage("system", config.llm.system_prompt),
+                        ChatMessage("user", text)]
+            llm_p = llm.end_of_turn_probability(messages) if text else 0.0
+            at = detector.turn.speech_end_s
+            labelled = [t["speech_end_s"] for t in sc.turns]
+            near = [e for e in labelled if abs(at - e) < 0.25]
+            open_pause = Pause(sc.name, round(at, 3), text, round(llm_p, 4),
+                               round(turn_model.probability(audio), 4), 0.0, bool(near),
+                               round((at - near[0]) * 1000) if near else None)
+            out.append(open_pause)
+        ends = decision in (Decision.RESUME, Decision.START) or k == len(frames) - 1
+        if open_pause is not None and ends:
+            open_pause.silence_ms = round((end_s - open_pause.at_s) * 1000)
+            if decision is Decision.START:  # after END: the gap to the next turn
+                open_pause.silence_ms = round(
+                    (detector.turn.speech_start_s - open_pause.at_s) * 1000)
+            open_pause = None
     return out
 
 

@@ -172,18 +172,21 @@ def paused_turns() -> list[Scenario]:
 def noisy_turns(snr_db: float = 15.0) -> list[Scenario]:
     """Clips under steady background noise (white noise plus a 100 Hz hum) at ``snr_db``."""
     c = by_name()
-    out = []
-    for name in ("sense_and_sensibility_01_austen_64kb-0930", "002"):
-        sc = _Builder(f"noisy_{name[-4:]}").silence(0.5).speech(c[name]).silence(4.0).done()
-        speech = sc.audio[int(sc.turns[0]["speech_start_s"] * sc.rate_hz):
-                          int(sc.turns[0]["speech_end_s"] * sc.rate_hz)]
-        level = float(np.sqrt((speech**2).mean())) / 10 ** (snr_db / 20)
-        rng = np.random.default_rng(1)
-        t = np.arange(sc.audio.shape[0]) / sc.rate_hz
-        noise = rng.standard_normal(sc.audio.shape[0]) + np.sqrt(2) * np.sin(2 * np.pi * 100 * t)
-        sc.audio = (sc.audio + level * noise / np.sqrt(2)).astype(np.float32)
-        out.append(sc)
-    return out
+    return [add_noise(_Builder(f"noisy_{name[-4:]}").silence(0.5).speech(c[name])
+                      .silence(4.0).done(), snr_db)
+            for name in ("sense_and_sensibility_01_austen_64kb-0930", "002")]
+
+
+def add_noise(sc: Scenario, snr_db: float = 15.0) -> Scenario:
+    """``sc`` under white noise plus a 100 Hz hum, ``snr_db`` below its first turn's speech."""
+    speech = sc.audio[int(sc.turns[0]["speech_start_s"] * sc.rate_hz):
+                      int(sc.turns[0]["speech_end_s"] * sc.rate_hz)]
+    level = float(np.sqrt((speech**2).mean())) / 10 ** (snr_db / 20)
+    rng = np.random.default_rng(1)
+    t = np.arange(sc.audio.shape[0]) / sc.rate_hz
+    noise = rng.standard_normal(sc.audio.shape[0]) + np.sqrt(2) * np.sin(2 * np.pi * 100 * t)
+    sc.audio = (sc.audio + level * noise / np.sqrt(2)).astype(np.float32)
+    return sc
 
 
 def warm_up() -> Scenario:

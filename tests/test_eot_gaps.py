@@ -1,0 +1,67 @@
+"""The every-gap end-of-turn check (scripts/eot_gaps.py) and the shipped configs."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from voicebox.config import Config, load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _script(name: str) -> ModuleType:
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # dataclasses look their module up there
+        spec.loader.exec_module(module)
+        return module
+    finally:
+        sys.path.remove(str(ROOT / "scripts"))
+
+
+@pytest.fixture(scope="module")
+def gaps() -> ModuleType:
+    return _script("eot_gaps")
+
+
+def _pause(gaps: ModuleType, llm: float, audio: float, *, end: bool = False) -> object:
+    return gaps.Pause("s", 1.0, "some words", llm, audio, 900.0, end, 40.0 if end else None)
+
+
+def test_gap_is_cut_when_pause_outlasts_required_silence(gaps: ModuleType) -> None:
+    config = load_config(None)
+    # A confident score (LLM at its full value, audio 1.0) needs the curve's last silence;
+    # a doubtful one (both 0) needs end_of_turn_ms.
+    sure = gaps.Gap("c", False, "a b", "mid", 100.0, _pause(gaps, 0.5, 1.0))
+    doubt = gaps.Gap("c", False, "a", "mid", 100.0, _pause(gaps, 0.0, 0.0))
+    end = gaps.End("c", False, _pause(gaps, 0.0, 0.0, end=True))
+    out = gaps.evaluate(config, [sure, doubt], [end])
+    last_ms = config.turn.silence_curve[-1][1]
+    cut_sure = [100 + ms > last_ms for ms in gaps.PAUSES_MS]
+    cut_doubt = [100 + ms > config.turn.end_of_turn_ms for ms in gaps.PAUSES_MS]
+    for ms, a, b in zip(gaps.PAUSES_MS, cut_sure, cut_doubt, strict=True):
+        assert out[f"mid_cutoffs_{ms}ms"] == f"{int(a) + int(b)}/2"
+    assert out["median_wait_after_labelled_end_ms"] == config.turn.end_of_turn_ms - 40.0
+
+
+def test_missed_next_word_and_unheard_gaps_are_counted_apart(gaps: ModuleType) -> None:
+    config = load_config(None)
+    missed = gaps.Gap("c", False, "a", "mid", gaps.MISSED_MS + 1.0, _pause(gaps, 0.5, 1.0))
+    unheard = gaps.Gap("c", False, "a b", "mid", 0.0, None)
+    out = gaps.evaluate(config, [missed, unheard], [])
+    assert out["gaps_next_word_missed"] == 1
+    assert out["gaps_without_pause"] == 1
+    assert out["mid_cutoff_rate"] is None
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.toml")), ids=lambda p: p.name)
+def test_shipped_configs_load(path: Path) -> None:
+    assert isinstance(load_config(path), Config)
