@@ -244,3 +244,31 @@ def test_tts_threads_follow_the_cores_unless_set() -> None:
     assert tts_threads(Config(tts_threads=3)) == 3
     with pytest.raises(ConfigError, match="tts_threads"):
         Config(tts_threads=0)
+
+
+def test_trim_trailing_silence_keeps_a_short_break() -> None:
+    from voicebox.runtime.reply import trim_trailing_silence
+
+    rate = 16_000
+    tone = 0.3 * np.sin(2 * np.pi * 440 * np.arange(rate // 2) / rate)
+    audio = np.concatenate([tone, np.zeros(rate // 5)]).astype(np.float32)  # 500 + 200 ms
+    out = trim_trailing_silence(audio, rate, keep_ms=40)
+    assert rate // 2 <= out.shape[0] <= rate // 2 + rate * 45 // 1000
+    assert np.array_equal(out, audio[: out.shape[0]])
+    quiet = np.zeros(rate, np.float32)
+    assert trim_trailing_silence(quiet, rate).shape[0] == rate  # nothing loud: untouched
+
+
+def test_real_piper_clause_pause_is_trimmed() -> None:
+    from voicebox.engines.piper_tts import PiperTtsEngine
+    from voicebox.models.locate import packaged_path
+    from voicebox.runtime.reply import trim_trailing_silence
+
+    tts = PiperTtsEngine(packaged_path("tts"))
+    rate = tts.sample_rate_hz
+    audio = tts.synthesize("I'm sorry")
+    out = trim_trailing_silence(audio, rate, keep_ms=40)
+    # Piper ends each call with ~200 ms of sentence pause; a clause keeps 40 ms of it.
+    assert audio.shape[0] - out.shape[0] > rate // 10
+    removed = audio[out.shape[0] :]
+    assert float(np.sqrt((removed**2).mean())) < 10 ** (-45 / 20)  # only quiet was cut

@@ -51,7 +51,7 @@ class TurnConfig:
     never more than ``end_of_turn_ms``.
     Fitted with ``scripts/eot_gaps.py`` (a 300, 450 and 600 ms pause at every word gap
     of every test clip, plain and noisy) for at most 5 % cut-offs at the least wait:
-    4.3 % there, 5.3 % when each clip is left out of the fit. On read speech the two
+    4.6 % there, 4.6 % when each clip is left out of the fit. On read speech the two
     signals rarely tell a mid-phrase pause from an end below a score of 0.85, so most
     turns wait 650-750 ms; ``configs/eager-turns.toml`` (the curve fitted on the bench's
     four pauses only) waits ~270 ms less and cuts off 41 % of those pauses (BENCHMARKS.md)."""

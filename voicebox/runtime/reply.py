@@ -209,6 +209,10 @@ class Reply:
         audio = resample(audio, eng.tts.sample_rate_hz, self._rate)
         if not self.clauses:
             audio = trim_leading_silence(audio, self._rate)
+        if not clause.rstrip().endswith(SENTENCE_ENDS):
+            # The synthesizer ends every call with a sentence pause (~200 ms); inside a
+            # sentence cut into clauses it would be heard as a stumble.
+            audio = trim_trailing_silence(audio, self._rate)
         self.clauses.append((clause, audio.shape[0]))
         if self.released:
             self._push(audio)
@@ -218,6 +222,25 @@ class Reply:
     def _push(self, audio: FloatAudio) -> None:
         self._playback.push(audio, self.turn)
         self.pushed_samples += audio.shape[0]
+
+
+SENTENCE_ENDS = (".", "?", "!", '"', ")")
+
+
+def trim_trailing_silence(
+    audio: FloatAudio, rate_hz: int, floor_dbfs: float = -45.0, keep_ms: int = 40
+) -> FloatAudio:
+    """Drop the quiet after the last loud 2.5 ms but ``keep_ms`` (a clause-break pause)."""
+    hop = max(1, rate_hz // 400)
+    n = audio.shape[0] // hop * hop
+    if n == 0:
+        return audio
+    rms = np.sqrt((audio[:n].reshape(-1, hop) ** 2).mean(axis=1))
+    loud = np.flatnonzero(rms > 10 ** (floor_dbfs / 20))
+    if loud.size == 0:
+        return audio
+    end = (int(loud[-1]) + 1) * hop + rate_hz * keep_ms // 1000
+    return audio[: min(end, audio.shape[0])]
 
 
 def trim_leading_silence(
