@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -88,6 +88,28 @@ def test_conversation_trims_oldest_and_keeps_system() -> None:
     assert count(msgs) <= 20
     assert msgs[1].role == "user"
     assert "answer 4" in [m.content for m in msgs]
+
+
+def test_conversation_keeps_an_exchange_added_while_a_prompt_is_built() -> None:
+    # The prompt is built on the LLM's thread; an exchange recorded meanwhile on the
+    # event loop (here: from inside the token count) must neither be trimmed by that
+    # prompt nor be lost.
+    conv: Conversation
+    late = {"done": False}
+
+    def count(ms: Sequence[ChatMessage]) -> int:
+        if not late["done"]:
+            late["done"] = True
+            conv.add("late question", "late answer")
+        return sum(len(m.content.split()) for m in ms)
+
+    conv = Conversation("sys", count, context_tokens=14, reply_tokens=4)
+    for i in range(3):
+        conv.add(f"q{i} a b", f"r{i}")
+    msgs = conv.prompt("new")
+    assert "late question" not in [m.content for m in msgs]
+    assert [m.content for m in conv.history][-2:] == ["late question", "late answer"]
+    assert conv.history[0].content != "q0 a b"  # the trim applied to the live history
 
 
 def test_conversation_cuts_an_overlong_utterance() -> None:
