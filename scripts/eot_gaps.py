@@ -21,6 +21,7 @@ serves all three pause lengths.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import statistics
@@ -149,11 +150,85 @@ def evaluate(config: Config, gaps: list[Gap], ends: list[End]) -> dict[str, obje
     return out
 
 
+FIT_SCORES = (0.3, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9)
+"""Scores at which ``--fit`` chooses the curve's silences."""
+FIT_MS = tuple(range(200, 951, 50))
+
+
+@dataclass(slots=True)
+class Fit:
+    curve: tuple[tuple[float, int], ...]
+    """``[turn] silence_curve``; ``end_of_turn_ms`` is its first silence."""
+    cutoff_rate: float
+    median_wait_ms: float
+    p90_wait_ms: float
+
+
+def _score(config: Config, p: Pause) -> float:
+    cfg = config.turn
+    score = end_of_turn_score(cfg, p.llm, p.audio) if p.text else None
+    return -1.0 if score is None else score  # no words: the curve's longest silence
+
+
+def fit_curve(config: Config, gaps: list[Gap], ends: list[End], max_rate: float) -> Fit | None:
+    """The silences at ``FIT_SCORES`` (non-rising, from ``FIT_MS``) with the least median
+    wait at the real ends (then the least mean) whose mid-phrase cut-off rate over
+    ``PAUSES_MS`` is at most ``max_rate``; None if no curve is that safe."""
+    heard = [(g.natural_ms, g.pause) for g in gaps
+             if g.pause is not None and g.natural_ms <= MISSED_MS and g.kind == "mid"]
+    if not heard or not ends:
+        return None
+    g_score = np.array([_score(config, p) for _, p in heard])
+    g_pause = np.array([[natural + ms for ms in PAUSES_MS] for natural, _ in heard])
+    e_score = np.array([_score(config, e.pause) for e in ends])
+    e_lag = np.array([e.pause.vad_lag_ms or 0.0 for e in ends])
+    best: tuple[tuple[float, float], Fit] | None = None
+    for waits in itertools.combinations_with_replacement(FIT_MS[::-1], len(FIT_SCORES)):
+        need = np.interp(g_score, FIT_SCORES, waits)
+        rate = float((g_pause > need[:, None]).mean())
+        if rate > max_rate:
+            continue
+        wait = np.interp(e_score, FIT_SCORES, waits) - e_lag
+        key = (float(np.median(wait)), float(wait.mean()))
+        if best is None or key < best[0]:
+            best = (key, Fit(tuple(zip(FIT_SCORES, waits, strict=True)), rate, key[0],
+                             float(np.percentile(wait, 90))))
+    return None if best is None else best[1]
+
+
+def leave_one_clip_out(
+    config: Config, gaps: list[Gap], ends: list[End], max_rate: float
+) -> tuple[float, float, float]:
+    """Cut-off rate, median and p90 wait of curves fitted without the clip they are
+    scored on (each clip in turn): what the fit is worth on speech it has not seen."""
+    cut = total = 0
+    waits: list[float] = []
+    for clip in sorted({g.clip for g in gaps}):
+        fit = fit_curve(config, [g for g in gaps if g.clip != clip],
+                        [e for e in ends if e.clip != clip], max_rate)
+        if fit is None:
+            continue
+        scores, silences = zip(*fit.curve, strict=True)
+        for g in gaps:
+            if g.clip == clip and g.pause is not None and g.natural_ms <= MISSED_MS \
+                    and g.kind == "mid":
+                need = float(np.interp(_score(config, g.pause), scores, silences))
+                cut += sum(1 for ms in PAUSES_MS if g.natural_ms + ms > need)
+                total += len(PAUSES_MS)
+        waits += [float(np.interp(_score(config, e.pause), scores, silences))
+                  - (e.pause.vad_lag_ms or 0.0) for e in ends if e.clip == clip]
+    return (cut / total if total else 0.0, statistics.median(waits) if waits else 0.0,
+            float(np.percentile(waits, 90)) if waits else 0.0)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", type=Path, help="a voicebox TOML config")
     ap.add_argument("--json", type=Path, help="write the measured gaps and ends here")
     ap.add_argument("--table", type=Path, help="read gaps and ends written before")
+    ap.add_argument("--fit", type=float, metavar="RATE",
+                    help="also fit the curve with the least wait for this cut-off rate "
+                         "(e.g. 0.05), and check it leaving each clip out")
     args = ap.parse_args()
     config = load_config(args.config)
     if args.table:
@@ -168,6 +243,19 @@ def main() -> int:
         args.json.write_text(json.dumps(
             {"gaps": [asdict(g) for g in gaps], "ends": [asdict(e) for e in ends]}, indent=1))
     print(json.dumps(evaluate(config, gaps, ends), indent=1))
+    if args.fit is not None:
+        fit = fit_curve(config, gaps, ends, args.fit)
+        if fit is None:
+            print(f"no curve from {FIT_MS[0]}-{FIT_MS[-1]} ms keeps cut-offs under {args.fit}")
+            return 1
+        rate, median, p90 = leave_one_clip_out(config, gaps, ends, args.fit)
+        print("[turn]")
+        print(f"end_of_turn_ms = {fit.curve[0][1]}")
+        print("silence_curve = [" + ", ".join(f"[{s}, {ms}]" for s, ms in fit.curve) + "]")
+        print(f"# cut-off rate {fit.cutoff_rate:.3f}, wait after the end of speech: median "
+              f"{fit.median_wait_ms:.0f} ms, p90 {fit.p90_wait_ms:.0f} ms")
+        print(f"# each clip left out of the fit: cut-off rate {rate:.3f}, median wait "
+              f"{median:.0f} ms, p90 {p90:.0f} ms")
     return 0
 
 

@@ -65,3 +65,17 @@ def test_missed_next_word_and_unheard_gaps_are_counted_apart(gaps: ModuleType) -
 @pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.toml")), ids=lambda p: p.name)
 def test_shipped_configs_load(path: Path) -> None:
     assert isinstance(load_config(path), Config)
+
+
+def test_fit_finds_the_least_wait_within_the_cutoff_budget(gaps: ModuleType) -> None:
+    config = load_config(None)
+    # One mid-phrase gap and one real end with the same confident score (LLM at its full
+    # value, audio 0.9): no silence can both answer the end at once and wait out the gap.
+    gap = gaps.Gap("c", False, "a", "mid", 0.0, _pause(gaps, 0.5, 0.9))
+    end = gaps.End("c", False, gaps.Pause("s", 1.0, "a b", 0.5, 0.9, 900.0, True, 0.0))
+    safe = gaps.fit_curve(config, [gap], [end], 0.0)
+    assert safe is not None and safe.cutoff_rate == 0.0
+    assert safe.median_wait_ms == 600  # as long as the longest pause (not answered in it)
+    third = gaps.fit_curve(config, [gap], [end], 0.34)  # the 600 ms pause may be cut
+    assert third is not None and third.median_wait_ms == 450
+    assert gaps.fit_curve(config, [gap], [], 0.0) is None

@@ -281,6 +281,26 @@ def test_trim_trailing_silence_keeps_a_short_break() -> None:
     assert trim_trailing_silence(quiet, rate).shape[0] == rate  # nothing loud: untouched
 
 
+def test_clause_silences_fit_where_the_reply_was_cut() -> None:
+    from voicebox.runtime.reply import COMMA_PAUSE_MS, fit_clause_audio
+
+    rate = 16_000
+    tone = (0.3 * np.sin(2 * np.pi * 440 * np.arange(rate // 4) / rate)).astype(np.float32)
+    pad = np.zeros(rate // 5, np.float32)  # 200 ms before and after, as a synthesizer does
+    audio = np.concatenate([pad, tone, pad])
+
+    def lead_tail_ms(out: np.ndarray) -> tuple[float, float]:
+        loud = np.flatnonzero(np.abs(out) > 0.01)
+        return loud[0] / rate * 1000, (out.shape[0] - loud[-1]) / rate * 1000
+
+    lead, tail = lead_tail_ms(fit_clause_audio(audio, rate, "I'm sorry", None))
+    assert lead < 10 and tail < 15  # first clause, cut inside a phrase
+    lead, tail = lead_tail_ms(fit_clause_audio(audio, rate, "for any confusion.", "I'm sorry"))
+    assert lead < 10 and tail > 190  # goes on from a phrase; ends a sentence
+    lead, tail = lead_tail_ms(fit_clause_audio(audio, rate, "Then, after that,", "Sure."))
+    assert lead > 190 and COMMA_PAUSE_MS - 5 < tail < COMMA_PAUSE_MS + 10
+
+
 def test_real_piper_clause_pause_is_trimmed() -> None:
     from voicebox.engines.piper_tts import PiperTtsEngine
     from voicebox.models.locate import packaged_path

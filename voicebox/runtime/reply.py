@@ -207,12 +207,8 @@ class Reply:
         if not self.clauses:
             self._emit(lambda t, s: TtsFirstAudio(t, s, self.turn, _ms(t0)))
         audio = resample(audio, eng.tts.sample_rate_hz, self._rate)
-        if not self.clauses:
-            audio = trim_leading_silence(audio, self._rate)
-        if not clause.rstrip().endswith(SENTENCE_ENDS):
-            # The synthesizer ends every call with a sentence pause (~200 ms); inside a
-            # sentence cut into clauses it would be heard as a stumble.
-            audio = trim_trailing_silence(audio, self._rate)
+        previous = self.clauses[-1][0] if self.clauses else None
+        audio = fit_clause_audio(audio, self._rate, clause, previous)
         self.clauses.append((clause, audio.shape[0]))
         if self.released:
             self._push(audio)
@@ -225,6 +221,27 @@ class Reply:
 
 
 SENTENCE_ENDS = (".", "?", "!", '"', ")")
+BREAKS = (*SENTENCE_ENDS, ",", ";", ":")
+COMMA_PAUSE_MS = 80
+
+
+def fit_clause_audio(
+    audio: FloatAudio, rate_hz: int, clause: str, previous: str | None
+) -> FloatAudio:
+    """One clause's speech, with the synthesizer's silences fitted to where it was cut.
+
+    The first clause starts at once (its lead-in only adds latency), and so does one that
+    goes on from the words of the one before (cut inside a phrase). The synthesizer ends
+    every call with a sentence pause (~200 ms): kept at the end of a sentence, shortened
+    at a comma, nearly gone inside a phrase, where it would sound like a stumble.
+    """
+    if previous is None or not previous.rstrip().endswith(BREAKS):
+        audio = trim_leading_silence(audio, rate_hz)
+    text = clause.rstrip()
+    if not text.endswith(SENTENCE_ENDS):
+        keep_ms = COMMA_PAUSE_MS if text.endswith(BREAKS) else 10
+        audio = trim_trailing_silence(audio, rate_hz, keep_ms=keep_ms)
+    return audio
 
 
 def trim_trailing_silence(
