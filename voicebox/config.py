@@ -50,11 +50,13 @@ class TurnConfig:
     the points; below the first score ``end_of_turn_ms``, above the last its silence;
     never more than ``end_of_turn_ms``.
     Fitted with ``scripts/eot_gaps.py`` (a 300, 450 and 600 ms pause at every word gap
-    of every test clip, plain and noisy) for at most 5 % cut-offs at the least wait:
-    4.6 % there, 4.6 % when each clip is left out of the fit. On read speech the two
+    of every test clip, plain and noisy; ``--fit 0.05``) for at most 5 % cut-offs at the
+    least wait: 4.6 % there, 4.6 % when each clip is left out of the fit (250 ms at 0.85
+    where the fit says 200: a margin, same cut-offs and wait). On read speech the two
     signals rarely tell a mid-phrase pause from an end below a score of 0.85, so most
-    turns wait 650-750 ms; ``configs/eager-turns.toml`` (the curve fitted on the bench's
-    four pauses only) waits ~270 ms less and cuts off 41 % of those pauses (BENCHMARKS.md)."""
+    turns wait 650-750 ms; ``configs/eager-turns.toml`` (fitted for 20 % cut-offs) waits
+    ~290 ms less; the curve fitted on the bench's four pauses alone cut off 41 % of them
+    (BENCHMARKS.md section 5)."""
     continuation_ms: int = 1000
     """Speech this soon after a confirmed turn, before any reply audio was heard, continues
     that turn (the reply is dropped and made again) instead of starting a new one."""
