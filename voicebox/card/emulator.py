@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import queue
 import random
 import socket
@@ -13,7 +12,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from voicebox.card.faults import PERSISTENT, Fault, FaultKind
+from voicebox.card.connection import HostConnection, temp_socket_path
+from voicebox.card.faults import ArmedFaults, Fault, FaultKind
 from voicebox.card.firmware import EmulatedFirmware, FirmwareError
 from voicebox.card.profile import FirmwareProfile
 from voicebox.card.protocol import (
@@ -23,7 +23,6 @@ from voicebox.card.protocol import (
     Command,
     ErrorCode,
     Frame,
-    FrameDecoder,
     Reply,
     encode,
     parse_messages,
@@ -31,40 +30,9 @@ from voicebox.card.protocol import (
 from voicebox.card.standin import StandInModel
 from voicebox.card.timing import CardTiming
 
+__all__ = ["CardEmulator", "temp_socket_path"]
+
 _LOGGER = logging.getLogger(__name__)
-
-
-class _Connection:
-    """One host connection: a reader thread feeding an inbox, writes under a lock."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-        self.inbox: queue.Queue[Frame | None] = queue.Queue()
-        self._write_lock = threading.Lock()
-        self.reader = threading.Thread(target=self._read, name="card-emu-read", daemon=True)
-
-    def _read(self) -> None:
-        decoder = FrameDecoder()
-        try:
-            while True:
-                data = self.sock.recv(65536)
-                if not data:
-                    break
-                decoder.feed(data)
-                while (frame := decoder.next_frame()) is not None:
-                    self.inbox.put(frame)
-        except OSError:
-            pass
-        self.inbox.put(None)
-
-    def send(self, data: bytes) -> None:
-        with self._write_lock, contextlib.suppress(OSError):
-            self.sock.sendall(data)
-
-    def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self.sock.shutdown(socket.SHUT_RDWR)
-        self.sock.close()
 
 
 class CardEmulator:
@@ -88,12 +56,11 @@ class CardEmulator:
         self.socket_path = socket_path
         self.pace = pace
         self._rng = random.Random(seed)
-        self._faults: dict[FaultKind, Fault] = {}
-        self._faults_lock = threading.Lock()
+        self._faults = ArmedFaults()
         self._hung = False
         self._dead = False
         self._listener: socket.socket | None = None
-        self._connections: list[_Connection] = []
+        self._connections: list[HostConnection] = []
         self._threads: list[threading.Thread] = []
         self._stopping = threading.Event()
         self._started = time.monotonic()
@@ -143,28 +110,15 @@ class CardEmulator:
 
     def inject(self, fault: Fault) -> None:
         """Arm ``fault`` (one-shot stream faults fire in the next reply that gets that far)."""
-        with self._faults_lock:
-            self._faults[fault.kind] = fault
+        self._faults.arm(fault)
 
     def clear_faults(self) -> None:
-        with self._faults_lock:
-            self._faults.clear()
+        self._faults.clear()
         self._hung = self._dead = False
-
-    def _armed(self, kind: FaultKind, token: int | None = None) -> bool:
-        """True if ``kind`` is armed (and due at ``token``); consumes one-shot faults."""
-        with self._faults_lock:
-            fault = self._faults.get(kind)
-            if fault is None or (token is not None and token != fault.at_token):
-                return False
-            if kind not in PERSISTENT:
-                del self._faults[kind]
-            return True
 
     @property
     def throttled(self) -> bool:
-        with self._faults_lock:
-            return FaultKind.THROTTLE in self._faults
+        return self._faults.throttled
 
     # -- serving ---------------------------------------------------------------------
 
@@ -177,7 +131,7 @@ class CardEmulator:
                 continue
             except OSError:
                 break
-            conn = _Connection(sock)
+            conn = HostConnection(sock)
             self._connections.append(conn)
             conn.reader.start()
             worker = threading.Thread(
@@ -186,7 +140,7 @@ class CardEmulator:
             worker.start()
             self._threads.append(worker)
 
-    def _serve(self, conn: _Connection) -> None:
+    def _serve(self, conn: HostConnection) -> None:
         deferred: list[Frame | None] = []
         while not self._stopping.is_set():
             frame = deferred.pop(0) if deferred else conn.inbox.get()
@@ -207,20 +161,22 @@ class CardEmulator:
         with contextlib.suppress(ValueError):
             self._connections.remove(conn)
 
-    def _reply(self, conn: _Connection, frame: Frame, type_: Reply, body: dict[str, Any]) -> None:
+    def _reply(
+        self, conn: HostConnection, frame: Frame, type_: Reply, body: dict[str, Any]
+    ) -> None:
         conn.send(encode(type_, frame.session, frame.seq, body))
 
-    def _error(self, conn: _Connection, frame: Frame, code: ErrorCode, message: str) -> None:
+    def _error(self, conn: HostConnection, frame: Frame, code: ErrorCode, message: str) -> None:
         body = {"code": int(code), "name": code.name, "message": message}
         conn.send(encode(Reply.ERROR, frame.session, frame.seq, body))
 
-    def _handle(self, conn: _Connection, frame: Frame, deferred: list[Frame | None]) -> None:
+    def _handle(self, conn: HostConnection, frame: Frame, deferred: list[Frame | None]) -> None:
         fw, body, sid = self.firmware, frame.body, frame.session
         match frame.type:
             case Command.IDENTIFY:
                 self._reply(conn, frame, Reply.IDENTITY, {**fw.identity(), "protocol": VERSION})
             case Command.OPEN:
-                if self._armed(FaultKind.EXHAUST):
+                if self._faults.take(FaultKind.EXHAUST):
                     limit = self.profile.sessions.max_sessions
                     raise FirmwareError(
                         ErrorCode.SESSIONS_EXHAUSTED, f"all {limit} sessions are in use"
@@ -248,7 +204,7 @@ class CardEmulator:
             case _:
                 self._error(conn, frame, ErrorCode.UNKNOWN_COMMAND, f"command {frame.type:#x}")
 
-    def _prefill(self, conn: _Connection, frame: Frame) -> None:
+    def _prefill(self, conn: HostConnection, frame: Frame) -> None:
         body, t0 = frame.body, time.monotonic()
         timing = CardTiming(self.profile, throttled=self.throttled)
         open_turn = bool(body.get("open_turn", False))
@@ -273,7 +229,7 @@ class CardEmulator:
         else:
             self._reply(conn, frame, Reply.PREFILLED, answer)
 
-    def _score(self, conn: _Connection, frame: Frame) -> None:
+    def _score(self, conn: HostConnection, frame: Frame) -> None:
         body, t0 = frame.body, time.monotonic()
         timing = CardTiming(self.profile, throttled=self.throttled)
         candidates = body.get("candidates", [])
@@ -301,7 +257,7 @@ class CardEmulator:
 
     def _answer_model_command(
         self,
-        conn: _Connection,
+        conn: HostConnection,
         frame: Frame,
         type_: Reply,
         answer: dict[str, Any],
@@ -334,11 +290,11 @@ class CardEmulator:
                 "throttled": timing.throttled,
             },
         )
-        if self._armed(FaultKind.TRUNCATE, 0):
+        if self._faults.take(FaultKind.TRUNCATE, 0):
             data = data[: len(data) // 2]
         conn.send(data)
 
-    def _reset(self, conn: _Connection, frame: Frame) -> None:
+    def _reset(self, conn: HostConnection, frame: Frame) -> None:
         self.firmware.reset()
         self._hung = False
         self.counters["resets"] += 1
@@ -355,7 +311,7 @@ class CardEmulator:
             **self.counters,
         }
 
-    def _generate(self, conn: _Connection, frame: Frame, deferred: list[Frame | None]) -> None:
+    def _generate(self, conn: HostConnection, frame: Frame, deferred: list[Frame | None]) -> None:
         sid, seq = frame.session, frame.seq
         max_tokens = int(frame.body["max_tokens"])
         cancel = threading.Event()
@@ -377,7 +333,7 @@ class CardEmulator:
                 if self._stream_fault(conn, sid, n):
                     return
                 data = encode(Reply.TOKEN, sid, seq, {"i": n, "t": piece})
-                if self._armed(FaultKind.TRUNCATE, n):
+                if self._faults.take(FaultKind.TRUNCATE, n):
                     data = data[: len(data) // 2]
                 conn.send(data)
                 first_wall = first_wall if first_wall is not None else time.monotonic()
@@ -418,7 +374,11 @@ class CardEmulator:
         )
 
     def _stream_interrupted(
-        self, conn: _Connection, frame: Frame, cancel: threading.Event, deferred: list[Frame | None]
+        self,
+        conn: HostConnection,
+        frame: Frame,
+        cancel: threading.Event,
+        deferred: list[Frame | None],
     ) -> bool:
         """Handle frames that arrive mid-stream; True if a RESET ended the stream."""
         while True:
@@ -438,33 +398,24 @@ class CardEmulator:
             else:
                 deferred.append(incoming)
 
-    def _stream_fault(self, conn: _Connection, sid: int, n: int) -> bool:
+    def _stream_fault(self, conn: HostConnection, sid: int, n: int) -> bool:
         """Fire a stream fault due at token ``n``; True if the stream ends here."""
-        if self._armed(FaultKind.HANG, n):
+        if self._faults.take(FaultKind.HANG, n):
             _LOGGER.warning("fault: card hangs at token %d", n)
             self._hung = True
             return True
-        if self._armed(FaultKind.DEAD, n):
+        if self._faults.take(FaultKind.DEAD, n):
             _LOGGER.warning("fault: card dies at token %d", n)
             self._dead = True
             return True
-        if self._armed(FaultKind.RESET, n):
+        if self._faults.take(FaultKind.RESET, n):
             _LOGGER.warning("fault: card resets itself at token %d", n)
             self.firmware.reset()
             self.counters["resets"] += 1
             for other in list(self._connections):
                 other.send(encode(Reply.RESET_EVENT, NO_SESSION, 0, {"reason": "spontaneous"}))
             return True
-        if self._armed(FaultKind.GARBAGE, n):
+        if self._faults.take(FaultKind.GARBAGE, n):
             junk = bytes(self._rng.randrange(256) for _ in range(48))
             conn.send(junk[:20] + MAGIC + junk[20:])
         return False
-
-
-def temp_socket_path(name: str = "card") -> Path:
-    """A fresh socket path in a private temp directory (UNIX socket paths are short)."""
-    import tempfile
-
-    directory = Path(tempfile.mkdtemp(prefix="voicebox-card-"))
-    os.chmod(directory, 0o700)
-    return directory / f"{name}.sock"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import threading
 from dataclasses import dataclass
 
 from voicebox.card.errors import CardError
@@ -63,3 +64,34 @@ def parse_fault(spec: str) -> Fault:
         raise CardError(
             f"fault {spec!r}: the token index after @ must be an integer >= 0"
         ) from None
+
+
+class ArmedFaults:
+    """The faults armed on one emulated card (thread-safe: tests arm them while it serves)."""
+
+    def __init__(self) -> None:
+        self._faults: dict[FaultKind, Fault] = {}
+        self._lock = threading.Lock()
+
+    def arm(self, fault: Fault) -> None:
+        with self._lock:
+            self._faults[fault.kind] = fault
+
+    def clear(self) -> None:
+        with self._lock:
+            self._faults.clear()
+
+    def take(self, kind: FaultKind, token: int | None = None) -> bool:
+        """True if ``kind`` is armed (and due at ``token``); a one-shot fault is used up."""
+        with self._lock:
+            fault = self._faults.get(kind)
+            if fault is None or (token is not None and token != fault.at_token):
+                return False
+            if kind not in PERSISTENT:
+                del self._faults[kind]
+            return True
+
+    @property
+    def throttled(self) -> bool:
+        with self._lock:
+            return FaultKind.THROTTLE in self._faults
