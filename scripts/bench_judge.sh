@@ -42,7 +42,7 @@ echo "bench_judge: v2v.py on $(ls "$OUT"/scenarios/*.json | wc -l) scenarios" >&
   --json "$OUT/v2v.json" 2>"$OUT/v2v.log" | tail -1 | tee "$OUT/v2v_summary.json"
 
 echo "bench_judge: project bench on the same scenarios" >&2
-.venv/bin/voicebox bench --no-naive --no-one-core --no-whole-asr --idle-s 0 \
+.venv/bin/voicebox bench --no-naive --no-one-core --no-whole-asr --no-gaps --idle-s 0 \
   --judge-json "$OUT/v2v.json" --report "$OUT/bench" ${ONLY:+--only "$ONLY"} \
   "${FLAGS[@]+"${FLAGS[@]}"}" | tail -1 > "$OUT/bench_summary.json"
 

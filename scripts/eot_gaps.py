@@ -1,224 +1,40 @@
 """Cut-offs and wait of the end-of-turn rule over every word gap of every test clip.
 
 The bench's scenario set has four inserted mid-sentence pauses; a silence curve fitted
-on them can look safe and still cut people off at the next gap. This script inserts a
-pause at every word gap of every clip (LibriVox and cards, plain and under noise; gaps
-from faster-whisper's word timestamps on the same Whisper model), replays each through
-the pipeline's VAD and turn detector (``eot_table.replay``: same final ASR, LLM and
-Smart Turn scores the pipeline would compute at that pause), and counts, for pauses of
-300, 450 and 600 ms, how many the configured ``[turn] silence_curve`` would answer
-(a cut-off), beside the silence it requires at the real ends of the clips:
+on them can look safe and still cut people off at the next gap. This inserts a pause at
+every word gap of every clip (LibriVox and cards, plain and under noise; gaps from
+faster-whisper's word timestamps on the same Whisper model), replays each through the
+pipeline's VAD and turn detector with the scores the pipeline would compute at that
+pause (``voicebox.bench.gaps``), and counts, for pauses of 300, 450 and 600 ms, how many
+the configured ``[turn] silence_curve`` would answer (a cut-off), beside the silence it
+requires at the real ends of the clips. ``--fit RATE`` also fits the curve with the
+least wait for that cut-off rate and checks it on each clip left out of the fit:
 
   .venv/bin/python scripts/eot_gaps.py [--config F] [--json reports/eot_gaps.json]
-  .venv/bin/python scripts/eot_gaps.py --table reports/eot_gaps.json --config F
-
-Gaps in the cards clips right after a whole item ("eight of spades | four of clubs")
-are counted apart as ``item`` gaps: a reply there answers a complete phrase. The score
-at a pause does not depend on how long the pause will last, so one replay per gap
-serves all three pause lengths.
+  .venv/bin/python scripts/eot_gaps.py --table reports/eot_gaps.json [--config F] [--fit 0.05]
 """
 
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import os
-import statistics
 import sys
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
-from faster_whisper import WhisperModel
-
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from eot_table import Models, Pause, replay  # noqa: E402
-
-from voicebox.audio.wav import read_wav  # noqa: E402
-from voicebox.bench.scenarios import Clip, Scenario, _Builder, add_noise, clips  # noqa: E402
-from voicebox.config import Config, load_config  # noqa: E402
-from voicebox.models.locate import packaged_path  # noqa: E402
-from voicebox.runtime.turns import end_of_turn_score, required_silence_ms  # noqa: E402
-
-PAUSES_MS = (300, 450, 600)
-INSERT_S = 0.6
-"""Each gap is replayed with this much silence inserted (the longest pause scored)."""
-SUITS = ("spades", "clubs", "hearts", "diamonds")
-MISSED_MS = 700
-
-
-@dataclass(slots=True)
-class Gap:
-    clip: str
-    noisy: bool
-    before: str
-    """The words said before the gap (reference timing from faster-whisper)."""
-    kind: str
-    """``mid`` (inside a phrase) or ``item`` (after a whole card in a list)."""
-    natural_ms: float
-    """Silence the speaker left there anyway (VAD-measured pause minus the insert); over
-    ``MISSED_MS`` the VAD did not hear the next word, and the gap is counted apart."""
-    pause: Pause | None
-    """The pipeline's pause row (None: the VAD saw no pause there, nothing to cut)."""
-
-
-@dataclass(slots=True)
-class End:
-    clip: str
-    noisy: bool
-    pause: Pause
-
-
-def word_gaps(model: WhisperModel, clip: Clip) -> list[tuple[float, str, str]]:
-    """(time in the clip, words before, kind) of each gap between two words."""
-    audio, _ = read_wav(clip.path)
-    segments, _ = model.transcribe(audio, beam_size=5, word_timestamps=True, language="en")
-    words = [w for s in segments for w in (s.words or [])]
-    # The kind comes from the reference words where the counts agree ("four of close"
-    # is "four of clubs"), else from the recognised ones.
-    reference = clip.text.lower().split()
-    said = reference if len(reference) == len(words) else [w.word.lower() for w in words]
-    return [((a.end + b.start) / 2, "".join(w.word for w in words[: i + 1]).strip(),
-             "item" if said[i].strip(" ,.").endswith(SUITS) else "mid")
-            for i, (a, b) in enumerate(zip(words, words[1:], strict=False))]
-
-
-def scenario(clip: Clip, at_s: float | None, noisy: bool) -> Scenario:
-    b = _Builder(f"{clip.name[-4:]}{'_noisy' if noisy else ''}@{at_s}").silence(0.5)
-    if at_s is None:
-        sc = b.speech(clip).silence(1.5).done()
-    else:
-        sc = b.speech(clip, pause_at_s=at_s, pause_s=INSERT_S, search_s=0.05).silence(1.0).done()
-    return add_noise(sc) if noisy else sc
-
-
-def measure(config: Config) -> tuple[list[Gap], list[End]]:
-    models = Models.load(config)
-    whisper = WhisperModel(str(packaged_path("asr")), device="cpu", compute_type="int8",
-                           cpu_threads=2)
-    gaps: list[Gap] = []
-    ends: list[End] = []
-    for clip in clips():
-        cuts = word_gaps(whisper, clip)
-        for noisy in (False, True):
-            rows = replay(config, models, scenario(clip, None, noisy))
-            ends += [End(clip.name, noisy, p) for p in rows if p.real_end]
-            for at_s, before, kind in cuts:
-                sc = scenario(clip, at_s, noisy)
-                start, _ = sc.pauses[0]
-                rows = replay(config, models, sc)
-                hit = [p for p in rows if p.at_s <= start + 0.1 and p.at_s + p.silence_ms / 1000
-                       >= start + INSERT_S - 0.05]
-                pause = hit[-1] if hit else None
-                natural = pause.silence_ms - INSERT_S * 1000 if pause else 0.0
-                gaps.append(Gap(clip.name, noisy, before, kind, natural, pause))
-                print(f"{clip.name[-4:]:5} {'noisy' if noisy else 'plain'} {kind:4} "
-                      f"{before[-40:]!r:44} "
-                      + (f"llm={pause.llm:.3f} audio={pause.audio:.3f}" if pause else "no pause"),
-                      flush=True)
-    return gaps, ends
-
-
-def evaluate(config: Config, gaps: list[Gap], ends: list[End]) -> dict[str, object]:
-    cfg = config.turn
-
-    def need(p: Pause) -> int:
-        return required_silence_ms(cfg, end_of_turn_score(cfg, p.llm, p.audio) if p.text else None)
-
-    heard = [(g, g.pause) for g in gaps if g.pause is not None and g.natural_ms <= MISSED_MS]
-    out: dict[str, object] = {
-        "gaps_without_pause": sum(1 for g in gaps if g.pause is None),
-        "gaps_next_word_missed": sum(1 for g in gaps if g.natural_ms > MISSED_MS),
-    }
-    for kind in ("mid", "item"):
-        chosen = [(g.natural_ms, need(p)) for g, p in heard if g.kind == kind]
-        total = 0
-        for ms in PAUSES_MS:
-            cut = sum(1 for natural, wait in chosen if natural + ms > wait)
-            out[f"{kind}_cutoffs_{ms}ms"] = f"{cut}/{len(chosen)}"
-            total += cut
-        n = len(chosen) * len(PAUSES_MS)
-        out[f"{kind}_cutoff_rate"] = round(total / n, 3) if n else None
-    waits = [need(e.pause) - (e.pause.vad_lag_ms or 0.0) for e in ends]
-    out["real_ends"] = len(ends)
-    out["median_wait_after_labelled_end_ms"] = statistics.median(waits) if waits else None
-    out["p90_wait_after_labelled_end_ms"] = float(np.percentile(waits, 90)) if waits else None
-    return out
-
-
-FIT_SCORES = (0.3, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9)
-"""Scores at which ``--fit`` chooses the curve's silences."""
-FIT_MS = tuple(range(200, 951, 50))
-
-
-@dataclass(slots=True)
-class Fit:
-    curve: tuple[tuple[float, int], ...]
-    """``[turn] silence_curve``; ``end_of_turn_ms`` is its first silence."""
-    cutoff_rate: float
-    median_wait_ms: float
-    p90_wait_ms: float
-
-
-def _score(config: Config, p: Pause) -> float:
-    cfg = config.turn
-    score = end_of_turn_score(cfg, p.llm, p.audio) if p.text else None
-    return -1.0 if score is None else score  # no words: the curve's longest silence
-
-
-def fit_curve(config: Config, gaps: list[Gap], ends: list[End], max_rate: float) -> Fit | None:
-    """The silences at ``FIT_SCORES`` (non-rising, from ``FIT_MS``) with the least median
-    wait at the real ends (then the least mean) whose mid-phrase cut-off rate over
-    ``PAUSES_MS`` is at most ``max_rate``; None if no curve is that safe."""
-    heard = [(g.natural_ms, g.pause) for g in gaps
-             if g.pause is not None and g.natural_ms <= MISSED_MS and g.kind == "mid"]
-    if not heard or not ends:
-        return None
-    g_score = np.array([_score(config, p) for _, p in heard])
-    g_pause = np.array([[natural + ms for ms in PAUSES_MS] for natural, _ in heard])
-    e_score = np.array([_score(config, e.pause) for e in ends])
-    e_lag = np.array([e.pause.vad_lag_ms or 0.0 for e in ends])
-    best: tuple[tuple[float, float], Fit] | None = None
-    for waits in itertools.combinations_with_replacement(FIT_MS[::-1], len(FIT_SCORES)):
-        need = np.interp(g_score, FIT_SCORES, waits)
-        rate = float((g_pause > need[:, None]).mean())
-        if rate > max_rate:
-            continue
-        wait = np.interp(e_score, FIT_SCORES, waits) - e_lag
-        key = (float(np.median(wait)), float(wait.mean()))
-        if best is None or key < best[0]:
-            best = (key, Fit(tuple(zip(FIT_SCORES, waits, strict=True)), rate, key[0],
-                             float(np.percentile(wait, 90))))
-    return None if best is None else best[1]
-
-
-def leave_one_clip_out(
-    config: Config, gaps: list[Gap], ends: list[End], max_rate: float
-) -> tuple[float, float, float]:
-    """Cut-off rate, median and p90 wait of curves fitted without the clip they are
-    scored on (each clip in turn): what the fit is worth on speech it has not seen."""
-    cut = total = 0
-    waits: list[float] = []
-    for clip in sorted({g.clip for g in gaps}):
-        fit = fit_curve(config, [g for g in gaps if g.clip != clip],
-                        [e for e in ends if e.clip != clip], max_rate)
-        if fit is None:
-            continue
-        scores, silences = zip(*fit.curve, strict=True)
-        for g in gaps:
-            if g.clip == clip and g.pause is not None and g.natural_ms <= MISSED_MS \
-                    and g.kind == "mid":
-                need = float(np.interp(_score(config, g.pause), scores, silences))
-                cut += sum(1 for ms in PAUSES_MS if g.natural_ms + ms > need)
-                total += len(PAUSES_MS)
-        waits += [float(np.interp(_score(config, e.pause), scores, silences))
-                  - (e.pause.vad_lag_ms or 0.0) for e in ends if e.clip == clip]
-    return (cut / total if total else 0.0, statistics.median(waits) if waits else 0.0,
-            float(np.percentile(waits, 90)) if waits else 0.0)
+from voicebox.bench.gaps import (  # noqa: E402
+    FIT_MS,
+    evaluate,
+    fit_curve,
+    leave_one_clip_out,
+    measure,
+    read_table,
+    write_table,
+)
+from voicebox.config import load_config  # noqa: E402
 
 
 def main() -> int:
@@ -231,17 +47,9 @@ def main() -> int:
                          "(e.g. 0.05), and check it leaving each clip out")
     args = ap.parse_args()
     config = load_config(args.config)
-    if args.table:
-        data = json.loads(args.table.read_text())
-        gaps = [Gap(**{**g, "pause": Pause(**g["pause"]) if g["pause"] else None})
-                for g in data["gaps"]]
-        ends = [End(e["clip"], e["noisy"], Pause(**e["pause"])) for e in data["ends"]]
-    else:
-        gaps, ends = measure(config)
+    gaps, ends = read_table(args.table) if args.table else measure(config, progress=True)
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(
-            {"gaps": [asdict(g) for g in gaps], "ends": [asdict(e) for e in ends]}, indent=1))
+        write_table(args.json, gaps, ends)
     print(json.dumps(evaluate(config, gaps, ends), indent=1))
     if args.fit is not None:
         fit = fit_curve(config, gaps, ends, args.fit)

@@ -218,3 +218,22 @@ def test_bench_hears_the_scenario_as_the_judge_does() -> None:
     assert heard.shape == sc.audio.shape and heard.dtype == np.float32
     assert np.abs(heard - sc.audio).max() <= 2 / 32768
     assert np.allclose(heard * 32768, np.round(heard * 32768))  # on the 16-bit grid
+
+
+def test_report_shows_the_every_gap_check() -> None:
+    from voicebox.bench.report import BenchReport, markdown
+
+    main = _result("voicebox", [100, 200, 300])
+    gaps = {"mid_cutoff_rate": 0.046, "mid_cutoffs_300ms": "1/124",
+            "mid_cutoffs_450ms": "2/124", "mid_cutoffs_600ms": "14/124",
+            "item_cutoff_rate": 0.167, "real_ends": 23,
+            "median_wait_after_labelled_end_ms": 710, "p90_wait_after_labelled_end_ms": 952.4,
+            "gaps_without_pause": 27, "gaps_next_word_missed": 7}
+    report = BenchReport(command="voicebox bench", main=main, others=[], ratios={},
+                         checks=check(main.summary), gaps=gaps)
+    text = markdown(report)
+    assert "## End of turn at every word gap" in text
+    assert "**0.046**" in text and "600 ms: 14/124" in text and "median 710 ms" in text
+    assert report.summary_line()["gaps"] == gaps
+    assert "every word gap" not in markdown(
+        BenchReport(command="c", main=main, others=[], ratios={}, checks=check(main.summary)))

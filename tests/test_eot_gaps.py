@@ -1,35 +1,21 @@
-"""The every-gap end-of-turn check (scripts/eot_gaps.py) and the shipped configs."""
+"""The every-gap end-of-turn check (voicebox.bench.gaps) and the shipped configs."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 
+import voicebox.bench.gaps as gaps_module
 from voicebox.config import Config, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _script(name: str) -> ModuleType:
-    sys.path.insert(0, str(ROOT / "scripts"))
-    try:
-        spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module  # dataclasses look their module up there
-        spec.loader.exec_module(module)
-        return module
-    finally:
-        sys.path.remove(str(ROOT / "scripts"))
-
-
 @pytest.fixture(scope="module")
 def gaps() -> ModuleType:
-    return _script("eot_gaps")
+    return gaps_module
 
 
 def _pause(gaps: ModuleType, llm: float, audio: float, *, end: bool = False) -> object:

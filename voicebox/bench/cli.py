@@ -51,6 +51,8 @@ def add_subcommands(sub: Any) -> None:
                    help="skip the main run pinned to one core (taskset -c 0)")
     p.add_argument("--no-whole-asr", action="store_true",
                    help="skip the whole-utterance faster-whisper WER reference")
+    p.add_argument("--no-gaps", action="store_true",
+                   help="skip the end-of-turn check at every word gap of the test clips")
     p.add_argument("--variants-full", action="store_true",
                    help="run naive and one-core on every scenario, not the representative subset")
     p.add_argument("--judge-json", type=Path,
@@ -90,6 +92,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
     main = from_dict(run_job(WorkerJob("main", "voicebox", names, args.idle_s), cargs,
                              args.report))
     others, whole = _secondary_runs(args, names, variant, cargs, notes)
+    gaps = None
+    if args.no_gaps or args.only:
+        notes.append("End-of-turn check at every word gap skipped ("
+                     + ("--no-gaps" if args.no_gaps else "--only") + ").")
+    else:
+        gaps = _optional(lambda: run_job(WorkerJob("gaps", "gaps", ()), cargs, args.report),
+                         notes, "every-gap end-of-turn check")
     for r in (main, *others):
         if whole is not None:
             _attach_whole(r, whole)
@@ -101,7 +110,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         command="voicebox bench " + " ".join(shlex.quote(a) for a in sys.argv[2:]),
         main=main, others=others, ratios=ratios(main, others),
         checks=check(main.summary, None if judge is None else judge["difference_ms"]),
-        judge=judge, notes=notes)
+        judge=judge, gaps=gaps, notes=notes)
     for r in (main, *others):
         write_json(r, args.report / f"{r.label}.json")
         waterfall(r, args.report / f"{r.label}_waterfall.png")

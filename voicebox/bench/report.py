@@ -25,6 +25,8 @@ class BenchReport:
     ratios: dict[str, dict[str, Any]]
     checks: list[TargetCheck]
     judge: dict[str, Any] | None = None
+    gaps: dict[str, Any] | None = None
+    """The end-of-turn rule at every word gap (``voicebox.bench.gaps.evaluate``)."""
     notes: list[str] = field(default_factory=list)
 
     def all_runs(self) -> list[BenchResult]:
@@ -36,6 +38,7 @@ class BenchReport:
             **{r.label: r.summary for r in self.all_runs()},
             "ratios": self.ratios,
             "judge": self.judge,
+            "gaps": self.gaps,
             "targets": {c.name: c.verdict for c in self.checks},
         }
 
@@ -113,6 +116,22 @@ def markdown(report: BenchReport) -> str:
                   f"cut-offs {j['judge_cutoffs']} / {j['bench_cutoffs']} (v2v.py does not "
                   "know the labelled pauses). The two are separate runs, so run-to-run noise "
                   "is part of the difference."]
+    if report.gaps is not None:
+        g = report.gaps
+        lines += ["\n## End of turn at every word gap of the test clips\n",
+                  "The bench's scenarios hold four inserted pauses; here the configured "
+                  "silence curve meets a pause of 300, 450 and 600 ms at every word gap of "
+                  "every clip, plain and noisy (offline replay through the same VAD, turn "
+                  "detector and scores; table in `eot_gaps.json`, see `scripts/eot_gaps.py`).\n",
+                  f"Mid-phrase pauses answered (cut-offs): **{g.get('mid_cutoff_rate')}** "
+                  f"(300 ms: {g.get('mid_cutoffs_300ms')}, 450 ms: {g.get('mid_cutoffs_450ms')}, "
+                  f"600 ms: {g.get('mid_cutoffs_600ms')}); after a whole list item: "
+                  f"{g.get('item_cutoff_rate')}. Silence required at the "
+                  f"{g.get('real_ends')} real ends, after the end of speech: median "
+                  f"{g.get('median_wait_after_labelled_end_ms')} ms, p90 "
+                  f"{g.get('p90_wait_after_labelled_end_ms')} ms. Gaps the VAD did not "
+                  f"pause at: {g.get('gaps_without_pause')}; where it missed the next word: "
+                  f"{g.get('gaps_next_word_missed')}."]
     if report.notes:
         lines += ["\n## Notes\n", *(f"- {n}" for n in report.notes)]
     for r in report.all_runs():

@@ -23,7 +23,7 @@ from voicebox.bench.run import code_fingerprint, run_bench, scenario_set, to_dic
 from voicebox.config import Config
 from voicebox.errors import VoiceboxError
 
-KINDS = ("main", "naive", "whole_asr")
+KINDS = ("main", "naive", "whole_asr", "gaps")
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,7 +31,8 @@ class WorkerJob:
     """One run: which pipeline, on which scenarios, where."""
 
     kind: str
-    """``main`` (the config as given), ``naive`` or ``whole_asr`` (the WER reference)."""
+    """``main`` (the config as given), ``naive``, ``whole_asr`` (the WER reference) or
+    ``gaps`` (the end-of-turn rule at every word gap, offline: ``voicebox.bench.gaps``)."""
     label: str
     scenarios: tuple[str, ...]
     """Exact scenario names."""
@@ -59,7 +60,8 @@ def run_job(job: WorkerJob, config_args: list[str], report: Path) -> dict[str, A
            "--_scenarios", ",".join(job.scenarios), "--_out", str(out)]
     if job.pin_core is not None:
         cmd = ["taskset", "-c", str(job.pin_core), *cmd]
-    print(f"bench: {job.label}: {len(job.scenarios)} scenarios in a fresh process"
+    what = f"{len(job.scenarios)} scenarios" if job.scenarios else "every word gap"
+    print(f"bench: {job.label}: {what} in a fresh process"
           + (f" pinned to core {job.pin_core}" if job.pin_core is not None else ""),
           file=sys.stderr, flush=True)
     t0, busy0 = time.monotonic(), _machine_busy_s()
@@ -116,6 +118,12 @@ def worker_main(args: argparse.Namespace, config: Config) -> int:
     if args._worker == "whole_asr":
         data = {**dataclasses.asdict(transcribe_turns(config, chosen)),
                 "code": code_fingerprint()}
+    elif args._worker == "gaps":
+        from voicebox.bench.gaps import evaluate, measure, write_table
+
+        gaps, ends = measure(config)
+        write_table(args.report / "eot_gaps.json", gaps, ends)
+        data = evaluate(config, gaps, ends)
     else:
         cfg = naive_config(config) if args._worker == "naive" else config
         result = run_bench(cfg, chosen, label=args._label, idle_s=args.idle_s,
