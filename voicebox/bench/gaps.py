@@ -34,7 +34,7 @@ from voicebox.bench.run import as_read_from_wav
 from voicebox.bench.scenarios import Clip, Scenario, _Builder, add_noise, clips
 from voicebox.config import Config
 from voicebox.engines.llama_llm import LlamaEngine
-from voicebox.engines.protocols import ASR_SAMPLE_RATE_HZ, ChatMessage
+from voicebox.engines.protocols import ASR_SAMPLE_RATE_HZ, ChatMessage, VadEngine
 from voicebox.engines.smart_turn import SmartTurnEngine
 from voicebox.engines.whisper_asr import WhisperAsrEngine
 from voicebox.models.locate import packaged_path
@@ -75,7 +75,7 @@ class Pause:
 class Models:
     """The engines a replay needs, loaded once."""
 
-    vad: object
+    vad: VadEngine
     asr: WhisperAsrEngine
     llm: LlamaEngine
     turn_model: SmartTurnEngine
@@ -92,8 +92,8 @@ def replay(config: Config, models: Models, sc: Scenario) -> list[Pause]:
     cfg = config.turn
     vad, asr, llm, turn_model = models.vad, models.asr, models.llm, models.turn_model
     out: list[Pause] = []
-    vad.reset()  # type: ignore[attr-defined]
-    frame_n: int = vad.frame_samples  # type: ignore[attr-defined]
+    vad.reset()
+    frame_n = vad.frame_samples
     detector = TurnDetector(cfg, frame_n / ASR_SAMPLE_RATE_HZ)
     heard = as_read_from_wav(sc)  # 16-bit, as simulate reads the judge's WAV
     frames = [heard[i : i + frame_n] for i in range(0, len(heard) - frame_n + 1, frame_n)]
@@ -102,7 +102,7 @@ def replay(config: Config, models: Models, sc: Scenario) -> list[Pause]:
     silent_run = 0
     open_pause: Pause | None = None
     for k, frame in enumerate(frames):
-        prob = vad.probability(frame)  # type: ignore[attr-defined]
+        prob = vad.probability(frame)
         end_s = (k + 1) * frame_n / ASR_SAMPLE_RATE_HZ
         if detector.in_turn:
             silent_run = silent_run + 1 if prob < cfg.end_threshold else 0
@@ -180,6 +180,7 @@ def word_gaps(model: WhisperModel, clip: Clip) -> list[tuple[float, str, str]]:
 
 
 def scenario(clip: Clip, at_s: float | None, noisy: bool) -> Scenario:
+    """``clip`` alone, or with ``INSERT_S`` of silence at the word gap ``at_s`` s into it."""
     b = _Builder(f"{clip.name[-4:]}{'_noisy' if noisy else ''}@{at_s}").silence(0.5)
     if at_s is None:
         sc = b.speech(clip).silence(1.5).done()
