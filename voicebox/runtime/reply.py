@@ -248,15 +248,10 @@ def trim_trailing_silence(
     audio: FloatAudio, rate_hz: int, floor_dbfs: float = -45.0, keep_ms: int = 40
 ) -> FloatAudio:
     """Drop the quiet after the last loud 2.5 ms but ``keep_ms`` (a clause-break pause)."""
-    hop = max(1, rate_hz // 400)
-    n = audio.shape[0] // hop * hop
-    if n == 0:
+    span = _loud_span(audio, rate_hz, floor_dbfs)
+    if span is None:
         return audio
-    rms = np.sqrt((audio[:n].reshape(-1, hop) ** 2).mean(axis=1))
-    loud = np.flatnonzero(rms > 10 ** (floor_dbfs / 20))
-    if loud.size == 0:
-        return audio
-    end = (int(loud[-1]) + 1) * hop + rate_hz * keep_ms // 1000
+    end = span[1] + rate_hz * keep_ms // 1000
     return audio[: min(end, audio.shape[0])]
 
 
@@ -264,16 +259,23 @@ def trim_leading_silence(
     audio: FloatAudio, rate_hz: int, floor_dbfs: float = -45.0
 ) -> FloatAudio:
     """Drop the synthesizer's quiet lead-in (it only adds latency); keep 5 ms before onset."""
+    span = _loud_span(audio, rate_hz, floor_dbfs)
+    if span is None:
+        return audio
+    return audio[max(0, span[0] - rate_hz // 200) :]
+
+
+def _loud_span(audio: FloatAudio, rate_hz: int, floor_dbfs: float) -> tuple[int, int] | None:
+    """First and past-the-last sample of the 2.5 ms blocks louder than ``floor_dbfs``."""
     hop = max(1, rate_hz // 400)
     n = audio.shape[0] // hop * hop
     if n == 0:
-        return audio
+        return None
     rms = np.sqrt((audio[:n].reshape(-1, hop) ** 2).mean(axis=1))
     loud = np.flatnonzero(rms > 10 ** (floor_dbfs / 20))
     if loud.size == 0:
-        return audio
-    start = max(0, int(loud[0]) * hop - rate_hz // 200)
-    return audio[start:]
+        return None
+    return int(loud[0]) * hop, (int(loud[-1]) + 1) * hop
 
 
 def _ms(t0: float) -> float:
