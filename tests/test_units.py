@@ -12,7 +12,7 @@ from voicebox.audio.ring import InputRing, PlaybackBuffer
 from voicebox.config import ConfigError, TurnConfig, load_config
 from voicebox.engines.protocols import ChatMessage
 from voicebox.runtime.clauses import ClauseSplitter
-from voicebox.runtime.memory import Conversation
+from voicebox.runtime.memory import Conversation, user_message
 from voicebox.runtime.turns import Decision, TurnDetector, end_of_turn_score, required_silence_ms
 
 FRAME_S = 0.032
@@ -84,7 +84,8 @@ def test_conversation_trims_oldest_and_keeps_system() -> None:
         conv.add(f"question {i} " + "word " * 3, f"answer {i}")
     msgs = conv.prompt("new question")
     assert msgs[0] == ChatMessage("system", "be brief")
-    assert msgs[-1] == ChatMessage("user", "new question")
+    assert msgs[-1] == user_message("new question")
+    assert msgs[-1].content == 'I said: "new question"'
     assert count(msgs) <= 20
     assert msgs[1].role == "user"
     assert "answer 4" in [m.content for m in msgs]
@@ -107,9 +108,10 @@ def test_conversation_keeps_an_exchange_added_while_a_prompt_is_built() -> None:
     for i in range(3):
         conv.add(f"q{i} a b", f"r{i}")
     msgs = conv.prompt("new")
-    assert "late question" not in [m.content for m in msgs]
-    assert [m.content for m in conv.history][-2:] == ["late question", "late answer"]
-    assert conv.history[0].content != "q0 a b"  # the trim applied to the live history
+    late_q = user_message("late question")
+    assert late_q not in msgs
+    assert conv.history[-2:] == [late_q, ChatMessage("assistant", "late answer")]
+    assert conv.history[0] != user_message("q0 a b")  # the trim applied to the live history
 
 
 def test_conversation_cuts_an_overlong_utterance() -> None:
@@ -117,7 +119,7 @@ def test_conversation_cuts_an_overlong_utterance() -> None:
     conv = Conversation("sys", count, context_tokens=20, reply_tokens=5)
     msgs = conv.prompt(" ".join(f"w{i}" for i in range(100)))
     assert count(msgs) <= 15
-    assert msgs[-1].content.endswith("w99")
+    assert msgs[-1].content.endswith('w99"')
 
 
 def test_input_ring_wraps_and_counts_overruns() -> None:
@@ -207,10 +209,13 @@ def test_required_silence_follows_the_curve_between_its_points() -> None:
 
 
 def test_end_of_turn_score_scales_the_llm_and_averages() -> None:
-    cfg = TurnConfig(llm_eot_full=0.5)
+    cfg = TurnConfig(llm_eot_full=0.5, audio_model=True)
     assert end_of_turn_score(cfg, None, None) is None
     assert end_of_turn_score(cfg, 0.25, None) == pytest.approx(0.5)
     assert end_of_turn_score(cfg, 0.9, 0.2) == pytest.approx(0.6)
+    llm_only = TurnConfig(llm_eot_full=0.5, audio_model=False)
+    assert end_of_turn_score(llm_only, 0.25, 0.9) == pytest.approx(0.5)
+    assert end_of_turn_score(llm_only, None, 0.9) is None
 
 
 @pytest.mark.parametrize("curve", [(), ((0.6, 300), (0.5, 400)), ((0.5, 300), (0.6, 400)),

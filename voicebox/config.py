@@ -37,26 +37,28 @@ class TurnConfig:
     """Speech needed to start a turn (and to barge in)."""
     speculate_after_ms: int = 32
     """Silence after which the reply is prepared (held until the turn is confirmed)."""
-    end_of_turn_ms: int = 800
+    end_of_turn_ms: int = 950
     """Silence that confirms the end of a turn whatever the words say."""
     semantic: bool = True
     """Weigh the words and the voice too: the LLM's probability that the sentence is
     complete and the audio turn model's (Smart Turn) probability that the speaker is done."""
+    audio_model: bool = False
+    """Also weigh Smart Turn's probability that the voice sounds finished. Off: with the
+    user's words quoted for the LLM (``runtime.memory.SAID``), the LLM alone waits less
+    for the same cut-offs than the mean of the two (BENCHMARKS.md section 5)."""
     llm_eot_full: float = 0.5
     """LLM end-of-turn probability that counts as certain (it rarely goes higher)."""
     silence_curve: tuple[tuple[float, int], ...] = (
-        (0.3, 800), (0.5, 750), (0.8, 750), (0.85, 250), (0.9, 200))
-    """Combined end-of-turn score -> silence (ms) that confirms the turn, linear between
-    the points; below the first score ``end_of_turn_ms``, above the last its silence;
-    never more than ``end_of_turn_ms``.
-    Fitted with ``scripts/eot_gaps.py`` (a 300, 450 and 600 ms pause at every word gap
-    of every test clip, plain and noisy; ``--fit 0.05``) for at most 5 % cut-offs at the
-    least wait: 4.6 % there, 4.6 % when each clip is left out of the fit (250 ms at 0.85
-    where the fit says 200: a margin, same cut-offs and wait). On read speech the two
-    signals rarely tell a mid-phrase pause from an end below a score of 0.85, so most
-    turns wait 650-750 ms; ``configs/eager-turns.toml`` (fitted for 20 % cut-offs) waits
-    ~290 ms less; the curve fitted on the bench's four pauses alone cut off 41 % of them
-    (BENCHMARKS.md section 5)."""
+        (0.3, 950), (0.5, 750), (0.6, 250), (0.7, 250), (0.8, 200))
+    """End-of-turn score -> silence (ms) that confirms the turn, linear between the
+    points; below the first score ``end_of_turn_ms``, above the last its silence; never
+    more than ``end_of_turn_ms``.
+    Fitted with ``scripts/eot_gaps.py --fit 0.04`` (a 300, 450 and 600 ms pause at every
+    word gap of every test clip, plain and noisy): 3.8 % of those pauses answered, 5.4 %
+    when each clip is left out of the fit; median wait after the end of speech 504 ms
+    (553 ms left out). ``configs/eager-turns.toml`` is the 10 % point (380 ms). The curve
+    fitted on the bench's four pauses alone had answered 41 % of them (BENCHMARKS.md
+    section 5)."""
     continuation_ms: int = 1000
     """Speech this soon after a confirmed turn, before any reply audio was heard, continues
     that turn (the reply is dropped and made again) instead of starting a new one."""

@@ -11,12 +11,11 @@ from dataclasses import dataclass, field
 from voicebox.card.profile import FirmwareProfile
 from voicebox.card.protocol import ErrorCode
 from voicebox.card.standin import StandInModel, check_stand_in
-from voicebox.engines.llama_llm import strip_trailing_punctuation
+from voicebox.engines.llama_llm import END_OF_TURN_MARKS, strip_trailing_punctuation
 from voicebox.engines.protocols import ChatMessage
 
 _LOGGER = logging.getLogger(__name__)
 
-END_OF_TURN_MARKS = (".", "?", "!")
 """Next tokens that end a sentence; with the end-of-message marker, the end-of-turn set."""
 
 

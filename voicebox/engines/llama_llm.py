@@ -13,6 +13,10 @@ from typing import Any
 from voicebox.engines.protocols import ChatMessage
 from voicebox.errors import ModelError
 
+END_OF_TURN_MARKS = (".", "?", "!", '"', '."', '?"', '!"')
+"""What may follow finished words (the user's words reach the model quoted: see
+``voicebox.runtime.memory.SAID``); the first token of each counts."""
+
 _LOGGER = logging.getLogger(__name__)
 
 GGUF_MAGIC = b"GGUF"
@@ -67,7 +71,8 @@ class LlamaEngine:
         bos = vocab.detokenize([vocab.token_bos()], special=True).decode("utf-8", "ignore")
         self._formatter = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos)
         self._eos = eos
-        self._eot_ids = sorted({t for c in (".", "?", "!", eos) for t in self.tokenize(c)[:1]})
+        self._eot_ids = sorted(
+            {t for c in (*END_OF_TURN_MARKS, eos) for t in self.tokenize(c)[:1]})
         self._temperature = temperature
         self.model_path = model_path
         self.name = model_path.stem
@@ -184,7 +189,7 @@ def check_gguf(path: Path) -> None:
 
 def strip_trailing_punctuation(text: str) -> str:
     """The words without the sentence mark the ASR put after them."""
-    return text.strip().rstrip(".?!,;:-… ").strip()
+    return text.strip().rstrip('.?!,;:-…" ').strip()
 
 
 def _as_dict(message: ChatMessage) -> dict[str, str]:

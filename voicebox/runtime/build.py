@@ -8,6 +8,7 @@ import os
 from voicebox.config import Config
 from voicebox.engines.protocols import AsrEngine, LlmEngine, TurnModel, VadEngine
 from voicebox.models.locate import packaged_path
+from voicebox.runtime.memory import user_message
 from voicebox.runtime.reply import Engines
 from voicebox.runtime.workers import EngineWorker
 
@@ -58,7 +59,7 @@ def load_engines(config: Config) -> tuple[VadEngine, Engines]:
         asr = WhisperAsrEngine(asr_dir, threads=config.asr_threads)
     tts = PiperTtsEngine(config.models.tts or packaged_path("tts"), threads=tts_threads(config))
     turn_model: TurnModel | None = None
-    if config.turn.semantic:
+    if config.turn.semantic and config.turn.audio_model:
         from voicebox.engines.smart_turn import SmartTurnEngine
 
         turn_model = SmartTurnEngine(config.models.turn or packaged_path("turn"))
@@ -115,11 +116,11 @@ def warm_up(vad: VadEngine, engines: Engines, system_prompt: str) -> None:
     engines.asr_worker.call(lambda: asr.transcribe(speech, final=True))
     if engines.turn_model is not None and engines.turn_worker is not None:
         engines.turn_worker.call(engines.turn_model.probability, speech)
-    messages = [ChatMessage("system", system_prompt), ChatMessage("user", sentence)]
+    messages = [ChatMessage("system", system_prompt), user_message(sentence)]
 
     def reply() -> None:
         if isinstance(llm, EndOfTurnScorer):
-            llm.prefill([messages[0], ChatMessage("user", sentence[:30])])
+            llm.prefill([messages[0], user_message(sentence[:30])])
             llm.end_of_turn_probability(messages)
         for _ in llm.stream(messages, max_tokens=8, cancel=threading.Event()):
             pass

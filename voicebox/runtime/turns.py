@@ -106,7 +106,7 @@ def end_of_turn_score(
     signals = []
     if llm_probability is not None:
         signals.append(min(1.0, llm_probability / config.llm_eot_full))
-    if audio_probability is not None:
+    if audio_probability is not None and config.audio_model:
         signals.append(audio_probability)
     return sum(signals) / len(signals) if signals else None
 
