@@ -27,10 +27,15 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from voicebox.bench.gaps import END_SILENCE_MS, Models, Pause, replay  # noqa: E402
+from voicebox.bench.gaps import (  # noqa: E402
+    END_SILENCE_MS,
+    Models,
+    Pause,
+    replay,
+    required_silence,
+)
 from voicebox.bench.scenarios import all_scenarios  # noqa: E402
 from voicebox.config import Config, load_config  # noqa: E402
-from voicebox.runtime.turns import end_of_turn_score, required_silence_ms  # noqa: E402
 
 
 def pauses(config: Config) -> list[Pause]:
@@ -39,11 +44,9 @@ def pauses(config: Config) -> list[Pause]:
 
 
 def evaluate(config: Config, rows: list[Pause]) -> dict[str, object]:
-    cfg = config.turn
     cut, waits, lags = [], [], []
     for p in rows:
-        score = end_of_turn_score(cfg, p.llm, p.audio) if p.text else None
-        need = required_silence_ms(cfg, score)
+        need = required_silence(config, p)
         if p.real_end and p.silence_ms > END_SILENCE_MS:
             waits.append(need)
             lags.append(p.vad_lag_ms or 0.0)

@@ -220,19 +220,30 @@ def measure(config: Config, *, progress: bool = False) -> tuple[list[Gap], list[
     return gaps, ends
 
 
-def evaluate(config: Config, gaps: list[Gap], ends: list[End]) -> dict[str, object]:
+def _heard(gaps: list[Gap], kind: str) -> list[tuple[Gap, Pause]]:
+    """The gaps of ``kind`` that are scored: the VAD paused there and heard the next word."""
+    return [(g, g.pause) for g in gaps
+            if g.kind == kind and g.pause is not None and g.natural_ms <= MISSED_MS]
+
+
+def _score(config: Config, p: Pause) -> float:
     cfg = config.turn
+    score = end_of_turn_score(cfg, p.llm, p.audio) if p.text else None
+    return -1.0 if score is None else score  # no words: the curve's longest silence
 
-    def need(p: Pause) -> int:
-        return required_silence_ms(cfg, end_of_turn_score(cfg, p.llm, p.audio) if p.text else None)
 
-    heard = [(g, g.pause) for g in gaps if g.pause is not None and g.natural_ms <= MISSED_MS]
+def required_silence(config: Config, p: Pause) -> int:
+    """Silence the configured curve requires at this pause."""
+    return required_silence_ms(config.turn, _score(config, p))
+
+
+def evaluate(config: Config, gaps: list[Gap], ends: list[End]) -> dict[str, object]:
     out: dict[str, object] = {
         "gaps_without_pause": sum(1 for g in gaps if g.pause is None),
         "gaps_next_word_missed": sum(1 for g in gaps if g.natural_ms > MISSED_MS),
     }
     for kind in ("mid", "item"):
-        chosen = [(g.natural_ms, need(p)) for g, p in heard if g.kind == kind]
+        chosen = [(g.natural_ms, required_silence(config, p)) for g, p in _heard(gaps, kind)]
         total = 0
         for ms in PAUSES_MS:
             cut = sum(1 for natural, wait in chosen if natural + ms > wait)
@@ -240,7 +251,7 @@ def evaluate(config: Config, gaps: list[Gap], ends: list[End]) -> dict[str, obje
             total += cut
         n = len(chosen) * len(PAUSES_MS)
         out[f"{kind}_cutoff_rate"] = round(total / n, 3) if n else None
-    waits = [need(e.pause) - (e.pause.vad_lag_ms or 0.0) for e in ends]
+    waits = [required_silence(config, e.pause) - (e.pause.vad_lag_ms or 0.0) for e in ends]
     out["real_ends"] = len(ends)
     out["median_wait_after_labelled_end_ms"] = statistics.median(waits) if waits else None
     out["p90_wait_after_labelled_end_ms"] = float(np.percentile(waits, 90)) if waits else None
@@ -261,22 +272,15 @@ class Fit:
     p90_wait_ms: float
 
 
-def _score(config: Config, p: Pause) -> float:
-    cfg = config.turn
-    score = end_of_turn_score(cfg, p.llm, p.audio) if p.text else None
-    return -1.0 if score is None else score  # no words: the curve's longest silence
-
-
 def fit_curve(config: Config, gaps: list[Gap], ends: list[End], max_rate: float) -> Fit | None:
     """The silences at ``FIT_SCORES`` (non-rising, from ``FIT_MS``) with the least median
     wait at the real ends (then the least mean) whose mid-phrase cut-off rate over
     ``PAUSES_MS`` is at most ``max_rate``; None if no curve is that safe."""
-    heard = [(g.natural_ms, g.pause) for g in gaps
-             if g.pause is not None and g.natural_ms <= MISSED_MS and g.kind == "mid"]
+    heard = _heard(gaps, "mid")
     if not heard or not ends:
         return None
     g_score = np.array([_score(config, p) for _, p in heard])
-    g_pause = np.array([[natural + ms for ms in PAUSES_MS] for natural, _ in heard])
+    g_pause = np.array([[g.natural_ms + ms for ms in PAUSES_MS] for g, _ in heard])
     e_score = np.array([_score(config, e.pause) for e in ends])
     e_lag = np.array([e.pause.vad_lag_ms or 0.0 for e in ends])
     best: tuple[tuple[float, float], Fit] | None = None
@@ -306,18 +310,14 @@ def leave_one_clip_out(
         if fit is None:
             continue
         scores, silences = zip(*fit.curve, strict=True)
-        for g in gaps:
-            if g.clip == clip and g.pause is not None and g.natural_ms <= MISSED_MS \
-                    and g.kind == "mid":
-                need = float(np.interp(_score(config, g.pause), scores, silences))
-                cut += sum(1 for ms in PAUSES_MS if g.natural_ms + ms > need)
-                total += len(PAUSES_MS)
+        for g, p in _heard([g for g in gaps if g.clip == clip], "mid"):
+            need = float(np.interp(_score(config, p), scores, silences))
+            cut += sum(1 for ms in PAUSES_MS if g.natural_ms + ms > need)
+            total += len(PAUSES_MS)
         waits += [float(np.interp(_score(config, e.pause), scores, silences))
                   - (e.pause.vad_lag_ms or 0.0) for e in ends if e.clip == clip]
     return (cut / total if total else 0.0, statistics.median(waits) if waits else 0.0,
             float(np.percentile(waits, 90)) if waits else 0.0)
-
-
 
 
 def write_table(path: Path, gaps: list[Gap], ends: list[End]) -> None:
