@@ -10,9 +10,10 @@ import pytest
 
 from voicebox.audio.ring import InputRing, PlaybackBuffer
 from voicebox.config import ConfigError, TurnConfig, load_config
+from voicebox.engines.llama_llm import scoring_messages
 from voicebox.engines.protocols import ChatMessage
 from voicebox.runtime.clauses import ClauseSplitter
-from voicebox.runtime.memory import Conversation, user_message
+from voicebox.runtime.memory import Conversation
 from voicebox.runtime.turns import Decision, TurnDetector, end_of_turn_score, required_silence_ms
 
 FRAME_S = 0.032
@@ -84,11 +85,19 @@ def test_conversation_trims_oldest_and_keeps_system() -> None:
         conv.add(f"question {i} " + "word " * 3, f"answer {i}")
     msgs = conv.prompt("new question")
     assert msgs[0] == ChatMessage("system", "be brief")
-    assert msgs[-1] == user_message("new question")
-    assert msgs[-1].content == 'I said: "new question"'
+    assert msgs[-1] == ChatMessage("user", "new question")
     assert count(msgs) <= 20
     assert msgs[1].role == "user"
     assert "answer 4" in [m.content for m in msgs]
+
+
+def test_scoring_messages_quote_only_user_words() -> None:
+    # The end-of-turn score sees the user's words quoted; the reply sees them bare.
+    messages = [ChatMessage("system", "be brief"), ChatMessage("user", "hi there."),
+                ChatMessage("assistant", "Hello."), ChatMessage("user", "?")]
+    assert scoring_messages(messages) == [
+        ChatMessage("system", "be brief"), ChatMessage("user", 'I said: "hi there."'),
+        ChatMessage("assistant", "Hello."), ChatMessage("user", "?")]
 
 
 def test_conversation_keeps_an_exchange_added_while_a_prompt_is_built() -> None:
@@ -108,10 +117,10 @@ def test_conversation_keeps_an_exchange_added_while_a_prompt_is_built() -> None:
     for i in range(3):
         conv.add(f"q{i} a b", f"r{i}")
     msgs = conv.prompt("new")
-    late_q = user_message("late question")
+    late_q = ChatMessage("user", "late question")
     assert late_q not in msgs
     assert conv.history[-2:] == [late_q, ChatMessage("assistant", "late answer")]
-    assert conv.history[0] != user_message("q0 a b")  # the trim applied to the live history
+    assert conv.history[0] != ChatMessage("user", "q0 a b")  # the trim applied to the live history
 
 
 def test_conversation_cuts_an_overlong_utterance() -> None:
@@ -119,7 +128,7 @@ def test_conversation_cuts_an_overlong_utterance() -> None:
     conv = Conversation("sys", count, context_tokens=20, reply_tokens=5)
     msgs = conv.prompt(" ".join(f"w{i}" for i in range(100)))
     assert count(msgs) <= 15
-    assert msgs[-1].content.endswith('w99"')
+    assert msgs[-1].content.endswith("w99")
 
 
 def test_input_ring_wraps_and_counts_overruns() -> None:

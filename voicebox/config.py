@@ -44,7 +44,7 @@ class TurnConfig:
     complete and the audio turn model's (Smart Turn) probability that the speaker is done."""
     audio_model: bool = False
     """Also weigh Smart Turn's probability that the voice sounds finished. Off: with the
-    user's words quoted for the LLM (``runtime.memory.SAID``), the LLM alone waits less
+    user's words quoted for the score (``engines.llama_llm.SAID``), the LLM alone waits less
     for the same cut-offs than the mean of the two (BENCHMARKS.md section 5)."""
     llm_eot_full: float = 0.5
     """LLM end-of-turn probability that counts as certain (it rarely goes higher)."""

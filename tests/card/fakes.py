@@ -71,7 +71,7 @@ class FakeStandIn:
                 time.sleep(self.token_delay_s)
             yield " " + word
 
-    def evaluate(self, prompt: str) -> None:
+    def evaluate(self, prompt: str, *, scoring: bool = False) -> None:
         self.evaluated.append(prompt)
 
     def next_token_probabilities(self, prompt: str, token_ids: Sequence[int]) -> list[float]:
@@ -79,7 +79,8 @@ class FakeStandIn:
         self.evaluated.append(prompt)
         if self.forced:
             return self.forced.pop(0)
-        table = fake_next_token_table(finished=prompt.split()[-1].lower() not in OPEN_WORDS)
+        last_word = prompt.split()[-1].lower().lstrip('"')  # the score quotes the words
+        table = fake_next_token_table(finished=last_word not in OPEN_WORDS)
         by_id = {self.tokenize(text)[0]: p for text, p in table.items()}
         return [by_id.get(t, 0.0) for t in token_ids]
 

@@ -91,13 +91,15 @@ def test_real_stand_in_scores_the_end_of_turn(card: CardLlmEngine) -> None:
     finally:
         direct.close()
 
-    # The reply after the score prefills only the end of the user message and the header.
+    # The reply finds the partial's prefill in its own sequence (the score's quoted words went
+    # to the scoring sequence): it prefills the words after it, the end of the message and
+    # the header only (" made amiable himself" and ~6 template tokens).
     reply = "".join(card.stream(finished, max_tokens=16, cancel=threading.Event()))
     assert reply.strip()
     stats = card.last_stats
     assert stats is not None and stats.recoveries == 0
     timing = CardTiming(find_profile("hc1-llama3.1-8b"))
-    assert stats.card_ttft_ms <= timing.token_ms(8, 0)
+    assert stats.card_ttft_ms <= timing.token_ms(12, 0)
 
 
 @pytest.mark.skipif(not SAMPLE.is_file(), reason="apt package pocketsphinx-testdata missing")

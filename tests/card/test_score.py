@@ -40,8 +40,8 @@ def test_score_next_answers_the_fakes_probabilities(
     )
     assert done.probabilities == (0.05, 0.05)
     assert done.end_of_turn == pytest.approx(fake_end_of_turn(finished=True))
-    # The prompt is cut right after the user's words: no punctuation, no end marker.
-    assert _fake(emulator).evaluated[-1].endswith("<|user|> Tell me about the card")
+    # The prompt is cut right after the user's words, quoted: no punctuation, no end marker.
+    assert _fake(emulator).evaluated[-1].endswith('<|user|> I said: "Tell me about the card')
     assert done.cached_tokens == 0 and done.new_tokens == done.prompt_tokens > 0
     assert done.card_ms == pytest.approx(CardTiming(hc1).token_ms(done.new_tokens, 0))
     assert done.energy_mj == pytest.approx(hc1.power.card_power_w * done.card_ms)
@@ -68,10 +68,11 @@ def test_reply_after_a_score_prefills_only_the_tail(
     driver: CardDriver, hc1: FirmwareProfile
 ) -> None:
     sid = driver.open_session()
-    scored = driver.score_next(sid, DONE_TURN, reserve_tokens=64, end_of_turn=True)
+    warm = driver.prefill(sid, OPEN_TURN, reserve_tokens=64, open_turn=True)
+    # The score reads the scoring sequence: the reply's keeps the words prefilled so far.
+    driver.score_next(sid, DONE_TURN, reserve_tokens=64, end_of_turn=True)
     info = driver.prefill(sid, DONE_TURN, reserve_tokens=64)
-    # The final transcript keeps its full stop: "card." differs from the scored "card".
-    assert info.cached_tokens == scored.prompt_tokens - 1
+    assert info.cached_tokens == warm.prompt_tokens
     assert info.new_tokens == 3  # "card.", the end marker and the reply header
     events = list(driver.generate(sid, 64, threading.Event()))
     done = events[-1]
@@ -84,13 +85,17 @@ def test_open_turn_prefill_warms_the_cache_and_arms_nothing(
 ) -> None:
     sid = driver.open_session()
     warm = driver.prefill(sid, OPEN_TURN, reserve_tokens=64, open_turn=True)
-    assert _fake(emulator).evaluated == [f"<|system|> Be brief. {END} <|user|> Tell me about the"]
-    assert warm.card_ms == pytest.approx(CardTiming(hc1).prefill_ms(warm.new_tokens))
+    # Both sequences: the reply's (bare words) and the scoring one (quoted: "I said:" is
+    # two more fake tokens), both charged.
+    prompt = f"<|system|> Be brief. {END} <|user|>"
+    assert _fake(emulator).evaluated == [f"{prompt} Tell me about the",
+                                         f'{prompt} I said: "Tell me about the']
+    assert warm.card_ms == pytest.approx(CardTiming(hc1).prefill_ms(2 * warm.new_tokens + 2))
     with pytest.raises(CardRemoteError) as err:
         list(driver.generate(sid, 8, threading.Event()))
     assert err.value.code == ErrorCode.NOT_PREFILLED
     scored = driver.score_next(sid, DONE_TURN, reserve_tokens=64, end_of_turn=True)
-    assert scored.cached_tokens == warm.prompt_tokens and scored.new_tokens == 1
+    assert scored.cached_tokens == warm.prompt_tokens + 2 and scored.new_tokens == 1
 
 
 def test_engine_is_an_end_of_turn_scorer(emulator: CardEmulator, engine: CardLlmEngine) -> None:
@@ -164,7 +169,9 @@ def test_score_evicts_as_the_reply_will(driver: CardDriver, hc1: FirmwareProfile
     info = driver.prefill(sid, history, reserve_tokens=128)
     assert scored.evicted_messages == info.evicted_messages > 0
     assert scored.prompt_tokens + 128 <= hc1.context.context_tokens
-    assert info.cached_tokens == scored.prompt_tokens - 1  # all but "now" -> "now?"
+    # The reply's PREFILL left the scoring sequence as it was.
+    again = driver.score_next(sid, history, reserve_tokens=128, end_of_turn=True)
+    assert again.cached_tokens == again.prompt_tokens == scored.prompt_tokens
 
 
 @pytest.mark.parametrize(

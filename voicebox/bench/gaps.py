@@ -39,7 +39,6 @@ from voicebox.engines.smart_turn import SmartTurnEngine
 from voicebox.engines.whisper_asr import WhisperAsrEngine
 from voicebox.models.locate import packaged_path
 from voicebox.runtime.build import load_vad
-from voicebox.runtime.memory import user_message
 from voicebox.runtime.pipeline import KEEP_SILENT_FRAMES
 from voicebox.runtime.turns import (
     Decision,
@@ -117,7 +116,8 @@ def replay(config: Config, models: Models, sc: Scenario) -> list[Pause]:
         elif decision is Decision.PAUSE:
             audio = np.concatenate(turn_audio)
             text = asr.transcribe(audio, final=True).text
-            messages = [ChatMessage("system", config.llm.system_prompt), user_message(text)]
+            system = ChatMessage("system", config.llm.system_prompt)
+            messages = [system, ChatMessage("user", text)]
             llm_p = llm.end_of_turn_probability(messages) if text else 0.0
             at = detector.turn.speech_end_s
             labelled = [t["speech_end_s"] for t in sc.turns]

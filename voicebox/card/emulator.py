@@ -216,7 +216,8 @@ class CardEmulator:
             open_turn=open_turn,
         )
         # A reply's prefill is charged by its GENERATE; an open turn's is charged here.
-        card_ms = timing.prefill_ms(done.new_tokens) if open_turn else 0.0
+        new = done.new_tokens + done.scoring_new_tokens
+        card_ms = timing.prefill_ms(new) if open_turn else 0.0
         answer = {
             "prompt_tokens": done.prompt_tokens,
             "cached_tokens": done.cached_tokens,

@@ -6,12 +6,16 @@ import logging
 import math
 import threading
 from collections.abc import Callable, Generator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from voicebox.card.profile import FirmwareProfile
 from voicebox.card.protocol import ErrorCode
 from voicebox.card.standin import StandInModel, check_stand_in
-from voicebox.engines.llama_llm import END_OF_TURN_MARKS, strip_trailing_punctuation
+from voicebox.engines.llama_llm import (
+    END_OF_TURN_MARKS,
+    scoring_messages,
+    strip_trailing_punctuation,
+)
 from voicebox.engines.protocols import ChatMessage
 
 _LOGGER = logging.getLogger(__name__)
@@ -37,6 +41,8 @@ class Prefilled:
     """Leading tokens already in the session's KV cache (not prefilled again)."""
     evicted_messages: int
     """Oldest messages dropped to fit the window."""
+    scoring_new_tokens: int = 0
+    """Tokens an open turn also prefilled in the session's scoring sequence."""
 
     @property
     def new_tokens(self) -> int:
@@ -59,6 +65,8 @@ class Scored:
 class _Session:
     kv_tokens: list[int] = field(default_factory=list)
     """Tokens whose keys and values the session holds (the last prompt and reply)."""
+    score_tokens: list[int] = field(default_factory=list)
+    """The same for the scoring sequence (SCORE_NEXT's prompts, the user's words quoted)."""
     prompt: str | None = None
     stop: list[str] = field(default_factory=list)
     prefilled: Prefilled | None = None
@@ -81,6 +89,14 @@ class _OpenTurn:
         )
         session.kv_tokens = self.tokens
         session.prompt, session.prefilled = None, None
+        return result
+
+    def commit_scoring(self, session: _Session) -> Prefilled:
+        """The session's scoring sequence now holds this prompt (the reply's is untouched)."""
+        result = Prefilled(
+            len(self.tokens), _common_prefix(session.score_tokens, self.tokens), self.dropped
+        )
+        session.score_tokens = self.tokens
         return result
 
 
@@ -194,9 +210,12 @@ class EmulatedFirmware:
         session = self.session(sid)
         if open_turn:
             turn = self._open_turn(messages, reserve_tokens)
+            quoted = self._open_turn(scoring_messages(messages), reserve_tokens)
             with self.model_lock:
                 self.stand_in.evaluate(turn.prompt)
-            return turn.commit(session)
+                self.stand_in.evaluate(quoted.prompt, scoring=True)
+            scoring = quoted.commit_scoring(session)
+            return replace(turn.commit(session), scoring_new_tokens=scoring.new_tokens)
         kept, dropped, prompt, stop, tokens = self._fit(messages, reserve_tokens, continuation)
         if dropped:
             window = self.profile.context.context_tokens
@@ -220,11 +239,12 @@ class EmulatedFirmware:
     ) -> Scored:
         """Next-token probabilities right after the last user message's words (SCORE_NEXT).
 
-        Each candidate scores the probability of its first token. ``end_of_turn`` adds
-        the mass of the end-of-turn set: ``.``, ``?``, ``!`` and the template's
-        end-of-message marker (the first token after the user's words in the full prompt).
-        Eviction is PREFILL's for the same messages and reserve, so the reply's PREFILL
-        that follows finds this prompt in the KV cache.
+        The user's words are quoted (``scoring_messages``) and evaluated in the session's
+        scoring sequence, which an open turn's PREFILL keeps warm; the reply's sequence is
+        untouched. Each candidate scores the probability of its first token.
+        ``end_of_turn`` adds the mass of the end-of-turn set: the closing quote, ``.``,
+        ``?``, ``!`` and the template's end-of-message marker (the first token after the
+        user's words in the full prompt).
         """
         if not candidates and not end_of_turn:
             raise FirmwareError(ErrorCode.BAD_REQUEST, "nothing to score: no candidates")
@@ -235,7 +255,7 @@ class EmulatedFirmware:
             if not first:
                 raise FirmwareError(ErrorCode.BAD_REQUEST, f"candidate {c!r} has no token")
             ids += first
-        turn = self._open_turn(messages, reserve_tokens)
+        turn = self._open_turn(scoring_messages(messages), reserve_tokens)
         eot_ids: list[int] = []
         if end_of_turn:
             marker = turn.full_prompt[len(turn.prompt) :].lstrip()
@@ -245,7 +265,7 @@ class EmulatedFirmware:
             probs = self.stand_in.next_token_probabilities(turn.prompt, [*ids, *eot_ids])
         # A faulty model's numbers go out as they are: the host validates every answer.
         eot = math.fsum(probs[len(ids) :]) if end_of_turn else None
-        return Scored(turn.commit(session), probs[: len(ids)], eot)
+        return Scored(turn.commit_scoring(session), probs[: len(ids)], eot)
 
     def _fit(
         self, messages: Sequence[ChatMessage], reserve_tokens: int, continuation: str

@@ -39,12 +39,14 @@ class StandInModel(Protocol):
         """Continue ``prompt``, one text piece per generated token."""
         ...
 
-    def evaluate(self, prompt: str) -> None:
-        """Put ``prompt`` in the KV cache (re-using its cached prefix), generating nothing."""
+    def evaluate(self, prompt: str, *, scoring: bool = False) -> None:
+        """Put ``prompt`` in the KV cache (re-using its cached prefix), generating nothing;
+        ``scoring``: in the cache ``next_token_probabilities`` reads, not the reply's."""
         ...
 
     def next_token_probabilities(self, prompt: str, token_ids: Sequence[int]) -> list[float]:
-        """Evaluate ``prompt`` as ``evaluate`` does; the probability of each id coming next."""
+        """Evaluate ``prompt`` as ``evaluate(scoring=True)`` does; the probability of each
+        id coming next."""
         ...
 
     def close(self) -> None:
@@ -110,29 +112,24 @@ class LlamaStandIn:
     ) -> Iterator[str]:
         return self._loaded().stream_prompt(prompt, stop, max_tokens=max_tokens, cancel=cancel)
 
-    def evaluate(self, prompt: str) -> None:
+    def evaluate(self, prompt: str, *, scoring: bool = False) -> None:
         engine = self._loaded()
         tokens = engine.tokenize(prompt)
-        if tokens:
+        if not tokens:
+            return
+        if scoring:
+            engine.warm_scoring(tokens)
+        else:
             # The engine's own prefix-cached evaluation, so the following stream_prompt
             # (llama.cpp's prefix match) prefills only the tail.
             engine._eval_cached(tokens)
 
     def next_token_probabilities(self, prompt: str, token_ids: Sequence[int]) -> list[float]:
-        import llama_cpp
-        import numpy as np
-
         engine = self._loaded()
         tokens = engine.tokenize(prompt)
         if not tokens:
             raise StandInError("cannot score an empty prompt")
-        engine._eval_cached(tokens)
-        llm = engine._llm
-        logits = np.ctypeslib.as_array(
-            llama_cpp.llama_get_logits_ith(llm._ctx.ctx, -1), shape=(llm.n_vocab(),)
-        ).astype(np.float64)
-        probs = np.exp(logits - logits.max())
-        probs /= probs.sum()
+        probs = engine.next_token_probabilities(tokens)
         return [float(probs[t]) for t in token_ids]
 
     @property

@@ -8,7 +8,6 @@ import os
 from voicebox.config import Config
 from voicebox.engines.protocols import AsrEngine, LlmEngine, TurnModel, VadEngine
 from voicebox.models.locate import packaged_path
-from voicebox.runtime.memory import user_message
 from voicebox.runtime.reply import Engines
 from voicebox.runtime.workers import EngineWorker
 
@@ -116,11 +115,11 @@ def warm_up(vad: VadEngine, engines: Engines, system_prompt: str) -> None:
     engines.asr_worker.call(lambda: asr.transcribe(speech, final=True))
     if engines.turn_model is not None and engines.turn_worker is not None:
         engines.turn_worker.call(engines.turn_model.probability, speech)
-    messages = [ChatMessage("system", system_prompt), user_message(sentence)]
+    messages = [ChatMessage("system", system_prompt), ChatMessage("user", sentence)]
 
     def reply() -> None:
         if isinstance(llm, EndOfTurnScorer):
-            llm.prefill([messages[0], user_message(sentence[:30])])
+            llm.prefill([messages[0], ChatMessage("user", sentence[:30])])
             llm.end_of_turn_probability(messages)
         for _ in llm.stream(messages, max_tokens=8, cancel=threading.Event()):
             pass

@@ -7,17 +7,6 @@ from collections.abc import Callable, Sequence
 
 from voicebox.engines.protocols import ChatMessage
 
-SAID = 'I said: "{}"'
-"""How the user's words reach the LLM: quoted, so that the probability of the closing
-quote (or a sentence mark) right after the words says whether they are finished. Over
-every word gap of the test clips this scored ends above mid-phrase pauses far more often
-than the bare words did (BENCHMARKS.md section 5)."""
-
-
-def user_message(text: str) -> ChatMessage:
-    """The user's words as the LLM sees them (``SAID``)."""
-    return ChatMessage("user", SAID.format(text))
-
 
 class Conversation:
     """The system prompt plus recent exchanges; the oldest exchanges go first.
@@ -46,7 +35,7 @@ class Conversation:
 
     def prompt(self, user_text: str) -> list[ChatMessage]:
         """Messages for a reply to ``user_text``, trimmed to fit the context."""
-        user = user_message(user_text)
+        user = ChatMessage("user", user_text)
         with self._lock:
             history = list(self.history)
         start = 0
@@ -65,13 +54,13 @@ class Conversation:
             words = user_text.split()
             while len(words) > 1 and self._count([self._system, user]) > self._budget:
                 words = words[len(words) // 4 or 1 :]
-                user = user_message(" ".join(words))
+                user = ChatMessage("user", " ".join(words))
             messages = [self._system, user]
         return messages
 
     def add(self, user_text: str, reply_text: str) -> None:
         """Record one exchange; an empty reply (interrupted before any audio) keeps the user."""
-        exchange = [user_message(user_text)]
+        exchange = [ChatMessage("user", user_text)]
         if reply_text:
             exchange.append(ChatMessage("assistant", reply_text))
         with self._lock:

@@ -1,0 +1,63 @@
+"""The llama.cpp engine on the real SmolLM2-135M: the end-of-turn score's own KV cache."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+
+from voicebox.engines.llama_llm import LlamaEngine, scoring_messages
+from voicebox.engines.protocols import ChatMessage
+from voicebox.models.locate import packaged_path
+
+SYSTEM = ChatMessage("system", "You are a helpful voice assistant.")
+FINISHED = [SYSTEM, ChatMessage("user", "He might even have been made amiable himself.")]
+UNFINISHED = [SYSTEM, ChatMessage("user", "and he had then leisure to")]
+
+
+@pytest.fixture(scope="module")
+def engine() -> Iterator[LlamaEngine]:
+    llm = LlamaEngine(packaged_path("llm"), context_tokens=1024, threads=1)
+    yield llm
+    llm.close()
+
+
+def _quoted_in_reply_context(engine: LlamaEngine) -> float:
+    """The score as it was computed before it had its own context: in the reply's."""
+    tokens = engine._user_prefix(scoring_messages(FINISHED))
+    engine._eval_cached(tokens)
+    import llama_cpp
+
+    ptr = llama_cpp.llama_get_logits_ith(engine._llm._ctx.ctx, -1)
+    logits = np.ctypeslib.as_array(ptr, shape=(engine._llm.n_vocab(),)).astype(np.float64)
+    probs = np.exp(logits - logits.max())
+    return float((probs / probs.sum())[engine._eot_ids].sum())
+
+
+def test_score_is_the_quoted_framing_and_leaves_the_reply_cache(engine: LlamaEngine) -> None:
+    cold = engine.end_of_turn_probability(FINISHED)
+    assert engine.end_of_turn_probability(UNFINISHED) < cold
+
+    # Warm both caches with partials (one the final contradicts), then score: the scoring
+    # context re-uses its prefix and still gives the cold number.
+    engine.prefill([SYSTEM, ChatMessage("user", "He might even have")])
+    engine.prefill([SYSTEM, ChatMessage("user", "He might even have bean made")])
+    assert engine.end_of_turn_probability(FINISHED) == pytest.approx(cold, abs=2e-3)
+
+    # The reply context still holds the bare words the partials prefilled: the score went
+    # to its own cache, not over the reply's.
+    bare = engine._user_prefix([SYSTEM, ChatMessage("user", "He might even have bean made")])
+    held = list(engine._llm.input_ids[: engine._llm.n_tokens])
+    assert held[: len(bare) - 1] == bare[: len(bare) - 1]
+
+    # The same number as the quoted prompt evaluated in the reply's own context.
+    assert _quoted_in_reply_context(engine) == pytest.approx(cold, abs=2e-3)
+
+
+def test_reply_sees_the_bare_words(engine: LlamaEngine) -> None:
+    prompt, _ = engine.render(FINISHED)
+    assert "made amiable himself." in prompt and "I said" not in prompt
+    reply = "".join(engine.stream(FINISHED, max_tokens=8, cancel=threading.Event()))
+    assert reply.strip()
