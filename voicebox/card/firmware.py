@@ -13,6 +13,7 @@ from voicebox.card.protocol import ErrorCode
 from voicebox.card.standin import StandInModel, check_stand_in
 from voicebox.engines.llama_llm import (
     END_OF_TURN_MARKS,
+    common_prefix,
     scoring_messages,
     strip_trailing_punctuation,
 )
@@ -85,7 +86,7 @@ class _OpenTurn:
     def commit(self, session: _Session) -> Prefilled:
         """The session's KV cache now holds this prompt; no GENERATE is armed."""
         result = Prefilled(
-            len(self.tokens), _common_prefix(session.kv_tokens, self.tokens), self.dropped
+            len(self.tokens), common_prefix(session.kv_tokens, self.tokens), self.dropped
         )
         session.kv_tokens = self.tokens
         session.prompt, session.prefilled = None, None
@@ -94,7 +95,7 @@ class _OpenTurn:
     def commit_scoring(self, session: _Session) -> Prefilled:
         """The session's scoring sequence now holds this prompt (the reply's is untouched)."""
         result = Prefilled(
-            len(self.tokens), _common_prefix(session.score_tokens, self.tokens), self.dropped
+            len(self.tokens), common_prefix(session.score_tokens, self.tokens), self.dropped
         )
         session.score_tokens = self.tokens
         return result
@@ -222,7 +223,7 @@ class EmulatedFirmware:
             _LOGGER.info(
                 "session %d: evicted %d oldest messages to fit %d tokens", sid, dropped, window
             )
-        cached = _common_prefix(session.kv_tokens, tokens)
+        cached = common_prefix(session.kv_tokens, tokens)
         result = Prefilled(len(tokens), cached, dropped)
         session.kv_tokens = tokens
         session.prompt, session.stop, session.prefilled = prompt, stop, result
@@ -342,11 +343,3 @@ class EmulatedFirmware:
 
         return prefilled, budget, pieces()
 
-
-def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
-    n = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        n += 1
-    return n

@@ -186,7 +186,7 @@ class LlamaEngine:
         """Evaluate ``tokens``, re-using the longest prefix already in the KV cache."""
         llm = self._llm
         cached = [int(t) for t in llm.input_ids[: llm.n_tokens]]
-        llm.n_tokens = min(_common_prefix(cached, tokens), len(tokens) - 1)
+        llm.n_tokens = min(common_prefix(cached, tokens), len(tokens) - 1)
         llm.eval(tokens[llm.n_tokens :])
 
     def close(self) -> None:
@@ -209,7 +209,7 @@ class _ScoringContext:
         self._tokens: list[int] = []
 
     def probabilities(self, tokens: Sequence[int]) -> np.ndarray[Any, Any]:
-        n = min(_common_prefix(self._tokens, tokens), len(tokens) - 1)
+        n = min(common_prefix(self._tokens, tokens), len(tokens) - 1)
         self._tokens = self._tokens[:n]
         self._ctx.kv_cache_seq_rm(-1, n, -1)
         for i in range(n, len(tokens), self._n_batch):
@@ -222,7 +222,8 @@ class _ScoringContext:
         return probs / float(probs.sum())
 
 
-def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    """How many leading tokens ``a`` and ``b`` share (what a KV cache holding ``a`` re-uses)."""
     n = 0
     for x, y in zip(a, b, strict=False):
         if x != y:
