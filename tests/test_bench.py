@@ -237,3 +237,18 @@ def test_report_shows_the_every_gap_check() -> None:
     assert report.summary_line()["gaps"] == gaps
     assert "every word gap" not in markdown(
         BenchReport(command="c", main=main, others=[], ratios={}, checks=check(main.summary)))
+
+
+def test_repeated_runs_report_their_spread() -> None:
+    from voicebox.bench.report import BenchReport, markdown, run_spread
+
+    first = _result("voicebox", [100, 200, 300, 450])
+    second = _result("voicebox_2", [110, 200, 360, 450])
+    spread = run_spread([first, second])
+    assert spread["p50_ms"] == [250, 280] and spread["p50_range_ms"] == 30
+    assert spread["turns_moved"] == {"s2#0": [300, 360]}  # s0 moved 10 ms: within 20
+    report = BenchReport(command="voicebox bench --repeat 2", main=first, others=[],
+                         ratios={}, checks=check(first.summary), spread=spread)
+    text = markdown(report)
+    assert "## Run to run (2 runs" in text and "s2#0 300-360 ms" in text
+    assert report.summary_line()["spread"] == spread

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from voicebox.bench.compare import judge_difference, ratios
-from voicebox.bench.report import BenchReport, markdown, waterfall
+from voicebox.bench.report import BenchReport, markdown, run_spread, waterfall
 from voicebox.bench.run import (
     REPRESENTATIVE,
     BenchResult,
@@ -51,6 +51,9 @@ def add_subcommands(sub: Any) -> None:
                    help="skip the main run pinned to one core (taskset -c 0)")
     p.add_argument("--no-whole-asr", action="store_true",
                    help="skip the whole-utterance faster-whisper WER reference")
+    p.add_argument("--repeat", type=int, default=1, metavar="N",
+                   help="run the main pipeline N times (each in a fresh process) and report "
+                        "the run-to-run spread of its latencies")
     p.add_argument("--no-gaps", action="store_true",
                    help="skip the end-of-turn check at every word gap of the test clips")
     p.add_argument("--variants-full", action="store_true",
@@ -88,9 +91,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
                      "keep the bench short; their ratios compare against the main run on "
                      "the same subset. `--variants-full` runs them on every scenario.")
     cargs = _config_args(args)
+    if args.repeat < 1:
+        raise VoiceboxError(f"--repeat must be at least 1 (got {args.repeat})")
 
     main = from_dict(run_job(WorkerJob("main", "voicebox", names, args.idle_s), cargs,
                              args.report))
+    repeats = [from_dict(run_job(WorkerJob("main", f"voicebox_{k}", names), cargs, args.report))
+               for k in range(2, args.repeat + 1)]
     others, whole = _secondary_runs(args, names, variant, cargs, notes)
     gaps = None
     if args.no_gaps or args.only:
@@ -99,21 +106,24 @@ def cmd_bench(args: argparse.Namespace) -> int:
     else:
         gaps = _optional(lambda: run_job(WorkerJob("gaps", "gaps", ()), cargs, args.report),
                          notes, "every-gap end-of-turn check")
-    for r in (main, *others):
+    for r in (main, *repeats, *others):
         if whole is not None:
             _attach_whole(r, whole)
         r.summary = summarise(r)
-    notes += _provenance_notes([main, *others])
+    notes += _provenance_notes([main, *repeats, *others])
 
     judge = judge_difference(main, args.judge_json) if args.judge_json else None
     report = BenchReport(
         command="voicebox bench " + " ".join(shlex.quote(a) for a in sys.argv[2:]),
         main=main, others=others, ratios=ratios(main, others),
         checks=check(main.summary, None if judge is None else judge["difference_ms"]),
-        judge=judge, gaps=gaps, notes=notes)
+        judge=judge, gaps=gaps, notes=notes,
+        spread=run_spread([main, *repeats]) if repeats else None)
     for r in (main, *others):
         write_json(r, args.report / f"{r.label}.json")
         waterfall(r, args.report / f"{r.label}_waterfall.png")
+    for r in repeats:
+        write_json(r, args.report / f"{r.label}.json")
     (args.report / "bench.md").write_text(markdown(report))
     _print(report)
     print(json.dumps(report.summary_line()))

@@ -28,6 +28,8 @@ class BenchReport:
     gaps: dict[str, Any] | None = None
     """The end-of-turn rule at every word gap (``voicebox.bench.gaps.evaluate``)."""
     notes: list[str] = field(default_factory=list)
+    spread: dict[str, Any] | None = None
+    """The main pipeline run again (``--repeat``): ``run_spread``."""
 
     def all_runs(self) -> list[BenchResult]:
         return [self.main, *self.others]
@@ -39,8 +41,30 @@ class BenchReport:
             "ratios": self.ratios,
             "judge": self.judge,
             "gaps": self.gaps,
+            "spread": self.spread,
             "targets": {c.name: c.verdict for c in self.checks},
         }
+
+
+def run_spread(runs: list[BenchResult]) -> dict[str, Any]:
+    """How the same pipeline's latencies move from run to run: each run's p50 and p90,
+    and the scenarios whose latency moved more than ``SPREAD_MS`` (min and max per turn)."""
+    per_turn: dict[str, list[float]] = {}
+    for r in runs:
+        for s in r.scores:
+            for i, t in enumerate(s.turns):
+                if t.latency_ms is not None:
+                    per_turn.setdefault(f"{s.name}#{i}", []).append(t.latency_ms)
+    moved = {name: [min(v), max(v)] for name, v in per_turn.items()
+             if max(v) - min(v) > SPREAD_MS}
+    p50 = [r.summary["p50_ms"] for r in runs]
+    return {"runs": len(runs), "p50_ms": p50, "p90_ms": [r.summary["p90_ms"] for r in runs],
+            "p50_range_ms": max(p50) - min(p50), "turns_moved": moved}
+
+
+SPREAD_MS = 20
+"""A turn whose latency moves more than this between runs is listed (the judge-agreement
+target's tolerance)."""
 
 
 def machine() -> str:
@@ -132,6 +156,14 @@ def markdown(report: BenchReport) -> str:
                   f"{g.get('p90_wait_after_labelled_end_ms')} ms. Gaps the VAD did not "
                   f"pause at: {g.get('gaps_without_pause')}; where it missed the next word: "
                   f"{g.get('gaps_next_word_missed')}."]
+    if report.spread is not None:
+        sp = report.spread
+        lines += [f"\n## Run to run ({sp['runs']} runs of the main pipeline)\n",
+                  f"p50 per run: {sp['p50_ms']} ms (range {sp['p50_range_ms']} ms); p90 per "
+                  f"run: {sp['p90_ms']} ms. Turns whose latency moved more than {SPREAD_MS} "
+                  f"ms between runs: " + (", ".join(
+                      f"{name} {lo:.0f}-{hi:.0f} ms" for name, (lo, hi)
+                      in sorted(sp["turns_moved"].items())) or "none") + "."]
     if report.notes:
         lines += ["\n## Notes\n", *(f"- {n}" for n in report.notes)]
     for r in report.all_runs():
