@@ -65,3 +65,33 @@ def test_fit_finds_the_least_wait_within_the_cutoff_budget(gaps: ModuleType) -> 
     third = gaps.fit_curve(config, [gap], [end], 0.34)  # the 600 ms pause may be cut
     assert third is not None and third.median_wait_ms == 450
     assert gaps.fit_curve(config, [gap], [], 0.0) is None
+
+
+def test_the_speakers_own_gap_counts_towards_the_pause(gaps: ModuleType) -> None:
+    # The VAD heard 200 ms more than the 600 ms inserted at this gap, of which the speaker's
+    # own silence (by energy) was 150 ms: a 300 ms pause there adds 150 ms, not 300.
+    gap = gaps.Gap("c", False, "a", "mid", 200.0, _pause(gaps, 0.0, 0.0), gap_ms=150.0)
+    assert [gaps.heard_silence_ms(gap, ms) for ms in gaps.PAUSES_MS] == [350.0, 500.0, 650.0]
+    long_gap = gaps.Gap("c", False, "a", "mid", 520.0, _pause(gaps, 0.0, 0.0), gap_ms=500.0)
+    assert gaps.heard_silence_ms(long_gap, 300) == 520.0  # longer than asked: nothing added
+    # The stricter count (the pause added on top of the speaker's gap) is reported beside.
+    config = load_config(None)
+    wait = config.turn.end_of_turn_ms
+    tight = gaps.Gap("c", False, "a", "mid", wait - 500.0, _pause(gaps, 0.0, 0.0),
+                     gap_ms=wait - 500.0)
+    out = gaps.evaluate(config, [tight], [])
+    assert out["mid_cutoff_rate"] == 0.0 and out["mid_cutoff_rate_added"] == pytest.approx(1 / 3, abs=1e-3)
+
+
+def test_bench_pauses_hold_the_speakers_gap() -> None:
+    from voicebox.bench.scenarios import _Builder, by_name, paused_turns
+
+    for sc in paused_turns():
+        (start, end), = sc.pauses
+        nominal = int(sc.name.rsplit("_", 1)[1].removesuffix("ms")) / 1000
+        assert end - start == pytest.approx(nominal, abs=0.011)  # one 10 ms frame
+    clip = by_name()["sense_and_sensibility_01_austen_64kb-0870"]
+    added = _Builder("x").speech(clip, pause_at_s=3.0, pause_s=0.45, pause_holds_gap=False).done()
+    held = _Builder("y").speech(clip, pause_at_s=3.0, pause_s=0.45).done()
+    assert added.pauses[0][1] - added.pauses[0][0] == pytest.approx(0.45)
+    assert len(held.audio) < len(added.audio)  # the speaker's own quiet was not added to

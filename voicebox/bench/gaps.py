@@ -8,7 +8,10 @@ LLM's end-of-turn probability and Smart Turn's. ``measure`` does it for a pause 
 at every word gap of every test clip (plain and under noise) and for the clips' real
 ends; ``evaluate`` counts, for pauses of 300, 450 and 600 ms, how many the configured
 ``[turn] silence_curve`` would answer (cut-offs) beside the silence it requires at the
-real ends; ``fit_curve`` finds the curve with the least wait for a cut-off budget.
+real ends; ``fit_curve`` finds the curve with the least wait for a cut-off budget. A
+pause of 600 ms is 600 ms of silence between the two words, the speaker's own gap
+included (``heard_silence_ms``); the stricter count with the pause added on top of that
+gap (up to ~900 ms of silence) is reported too.
 Used by ``voicebox bench`` and by scripts/eot_gaps.py and scripts/eot_table.py.
 
 Gaps in the cards clips right after a whole item ("eight of spades | four of clubs")
@@ -31,7 +34,7 @@ import numpy as np
 
 from voicebox.audio.wav import read_wav
 from voicebox.bench.run import as_read_from_wav
-from voicebox.bench.scenarios import Clip, Scenario, _Builder, add_noise, clips
+from voicebox.bench.scenarios import Clip, Scenario, _Builder, add_noise, clips, speaker_gap_ms
 from voicebox.config import Config
 from voicebox.engines.llama_llm import LlamaEngine
 from voicebox.engines.protocols import ASR_SAMPLE_RATE_HZ, ChatMessage, VadEngine
@@ -139,6 +142,8 @@ def replay(config: Config, models: Models, sc: Scenario) -> list[Pause]:
 PAUSES_MS = (300, 450, 600)
 INSERT_S = 0.6
 """Each gap is replayed with this much silence inserted (the longest pause scored)."""
+CUT_SEARCH_S = 0.05
+"""The cut goes in the quietest 30 ms this close to the middle of the word gap."""
 SUITS = ("spades", "clubs", "hearts", "diamonds")
 MISSED_MS = 700
 
@@ -156,6 +161,9 @@ class Gap:
     ``MISSED_MS`` the VAD did not hear the next word, and the gap is counted apart."""
     pause: Pause | None
     """The pipeline's pause row (None: the VAD saw no pause there, nothing to cut)."""
+    gap_ms: float = 0.0
+    """The speaker's own silence at the cut, from the clean clip's energy
+    (``speaker_gap_ms``); a pause of 300 ms there adds only what is missing to 300."""
 
 
 @dataclass(slots=True)
@@ -185,7 +193,8 @@ def scenario(clip: Clip, at_s: float | None, noisy: bool) -> Scenario:
     if at_s is None:
         sc = b.speech(clip).silence(1.5).done()
     else:
-        sc = b.speech(clip, pause_at_s=at_s, pause_s=INSERT_S, search_s=0.05).silence(1.0).done()
+        sc = (b.speech(clip, pause_at_s=at_s, pause_s=INSERT_S, search_s=CUT_SEARCH_S,
+                       pause_holds_gap=False).silence(1.0).done())
     return add_noise(sc) if noisy else sc
 
 
@@ -211,7 +220,8 @@ def measure(config: Config, *, progress: bool = False) -> tuple[list[Gap], list[
                        >= start + INSERT_S - 0.05]
                 pause = hit[-1] if hit else None
                 natural = pause.silence_ms - INSERT_S * 1000 if pause else 0.0
-                gaps.append(Gap(clip.name, noisy, before, kind, natural, pause))
+                gaps.append(Gap(clip.name, noisy, before, kind, natural, pause,
+                                speaker_gap_ms(clip, at_s, CUT_SEARCH_S)))
                 if progress:
                     scores = (f"llm={pause.llm:.3f} audio={pause.audio:.3f}" if pause
                               else "no pause")
@@ -237,20 +247,30 @@ def required_silence(config: Config, p: Pause) -> int:
     return required_silence_ms(config.turn, _score(config, p))
 
 
+def heard_silence_ms(gap: Gap, pause_ms: float) -> float:
+    """Silence the VAD hears in a pause of ``pause_ms`` between the two words of ``gap``:
+    the speaker's own gap counts towards the pause, so silence is added only up to
+    ``pause_ms`` (none if the gap is longer); the VAD hears that plus ``natural_ms``
+    (which holds the speaker's gap and the VAD's own lags there)."""
+    return gap.natural_ms + max(0.0, pause_ms - gap.gap_ms)
+
+
 def evaluate(config: Config, gaps: list[Gap], ends: list[End]) -> dict[str, object]:
     out: dict[str, object] = {
         "gaps_without_pause": sum(1 for g in gaps if g.pause is None),
         "gaps_next_word_missed": sum(1 for g in gaps if g.natural_ms > MISSED_MS),
     }
     for kind in ("mid", "item"):
-        chosen = [(g.natural_ms, required_silence(config, p)) for g, p in _heard(gaps, kind)]
-        total = 0
+        chosen = [(g, required_silence(config, p)) for g, p in _heard(gaps, kind)]
+        total = added = 0
         for ms in PAUSES_MS:
-            cut = sum(1 for natural, wait in chosen if natural + ms > wait)
+            cut = sum(1 for g, wait in chosen if heard_silence_ms(g, ms) > wait)
             out[f"{kind}_cutoffs_{ms}ms"] = f"{cut}/{len(chosen)}"
             total += cut
+            added += sum(1 for g, wait in chosen if g.natural_ms + ms > wait)
         n = len(chosen) * len(PAUSES_MS)
         out[f"{kind}_cutoff_rate"] = round(total / n, 3) if n else None
+        out[f"{kind}_cutoff_rate_added"] = round(added / n, 3) if n else None
     waits = [required_silence(config, e.pause) - (e.pause.vad_lag_ms or 0.0) for e in ends]
     out["real_ends"] = len(ends)
     out["median_wait_after_labelled_end_ms"] = statistics.median(waits) if waits else None
@@ -280,7 +300,7 @@ def fit_curve(config: Config, gaps: list[Gap], ends: list[End], max_rate: float)
     if not heard or not ends:
         return None
     g_score = np.array([_score(config, p) for _, p in heard])
-    g_pause = np.array([[g.natural_ms + ms for ms in PAUSES_MS] for g, _ in heard])
+    g_pause = np.array([[heard_silence_ms(g, ms) for ms in PAUSES_MS] for g, _ in heard])
     e_score = np.array([_score(config, e.pause) for e in ends])
     e_lag = np.array([e.pause.vad_lag_ms or 0.0 for e in ends])
     best: tuple[tuple[float, float], Fit] | None = None
@@ -312,7 +332,7 @@ def leave_one_clip_out(
         scores, silences = zip(*fit.curve, strict=True)
         for g, p in _heard([g for g in gaps if g.clip == clip], "mid"):
             need = float(np.interp(_score(config, p), scores, silences))
-            cut += sum(1 for ms in PAUSES_MS if g.natural_ms + ms > need)
+            cut += sum(1 for ms in PAUSES_MS if heard_silence_ms(g, ms) > need)
             total += len(PAUSES_MS)
         waits += [float(np.interp(_score(config, e.pause), scores, silences))
                   - (e.pause.vad_lag_ms or 0.0) for e in ends if e.clip == clip]

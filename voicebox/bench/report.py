@@ -146,10 +146,12 @@ def markdown(report: BenchReport) -> str:
                   "The bench's scenarios hold four inserted pauses; here the configured "
                   "silence curve meets a pause of 300, 450 and 600 ms at every word gap of "
                   "every clip, plain and noisy (offline replay through the same VAD, turn "
-                  "detector and scores; table in `eot_gaps.json`, see `scripts/eot_gaps.py`).\n",
+                  "detector and scores; table in `eot_gaps.json`, see `scripts/eot_gaps.py`). "
+                  "The speaker's own silence at the gap counts towards the pause.\n",
                   f"Mid-phrase pauses answered (cut-offs): **{g.get('mid_cutoff_rate')}** "
                   f"(300 ms: {g.get('mid_cutoffs_300ms')}, 450 ms: {g.get('mid_cutoffs_450ms')}, "
-                  f"600 ms: {g.get('mid_cutoffs_600ms')}); after a whole list item: "
+                  f"600 ms: {g.get('mid_cutoffs_600ms')}; with the pause added on top of the "
+                  f"speaker's own gap: {g.get('mid_cutoff_rate_added')}); after a whole list item: "
                   f"{g.get('item_cutoff_rate')}. Silence required at the "
                   f"{g.get('real_ends')} real ends, after the end of speech: median "
                   f"{g.get('median_wait_after_labelled_end_ms')} ms, p90 "

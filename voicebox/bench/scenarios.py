@@ -85,8 +85,11 @@ class _Builder:
     def silence(self, seconds: float) -> _Builder:
         return self._add(np.zeros(int(seconds * self.s.rate_hz), np.float32))
 
-    def speech(self, clip: Clip, *, pause_at_s: float | None = None,
-               pause_s: float = 0.0, search_s: float = 0.5) -> _Builder:
+    def speech(self, clip: Clip, *, pause_at_s: float | None = None, pause_s: float = 0.0,
+               search_s: float = 0.5, pause_holds_gap: bool = True) -> _Builder:
+        """``clip``, with a pause of ``pause_s`` at the word gap nearest ``pause_at_s``: the
+        speaker's own silence there counts towards it (``pause_holds_gap``), else
+        ``pause_s`` of silence is added to it."""
         audio, rate = read_wav(clip.path)
         if rate != self.s.rate_hz:
             raise VoiceboxError(f"{clip.path}: expected {self.s.rate_hz} Hz")
@@ -94,10 +97,12 @@ class _Builder:
         t0 = self._len / rate
         if pause_at_s is not None:
             cut = _quietest_gap(audio, rate, pause_at_s, search_s)
-            audio = np.concatenate([audio[:cut], np.zeros(int(pause_s * rate), np.float32),
-                                    audio[cut:]])
-            self.s.pauses.append((round(t0 + cut / rate, 3), round(t0 + cut / rate + pause_s, 3)))
-            end += pause_s
+            quiet = _quiet_around(audio, rate, cut) if pause_holds_gap else (cut, cut)
+            added = max(0, int(pause_s * rate) - (quiet[1] - quiet[0]))
+            audio = np.concatenate([audio[:cut], np.zeros(added, np.float32), audio[cut:]])
+            self.s.pauses.append((round(t0 + quiet[0] / rate, 3),
+                                  round(t0 + (quiet[1] + added) / rate, 3)))
+            end += added / rate
         self.s.turns.append({"speech_start_s": round(t0 + start, 3),
                              "speech_end_s": round(t0 + end, 3)})
         self.s.texts.append(clip.text)
@@ -129,6 +134,30 @@ def _quietest_gap(audio: FloatAudio, rate: int, near_s: float, search_s: float =
     reach = max(1, int(search_s * 100))
     lo, hi = max(1, centre - reach), min(len(energy) - 1, centre + reach + 1)
     return int((lo + int(np.argmin(energy[lo:hi]))) * hop + hop // 2)
+
+
+def _quiet_around(audio: FloatAudio, rate: int, at: int) -> tuple[int, int]:
+    """Sample span of the quiet 10 ms frames (at most ``LOUD_DBFS``) around sample ``at``."""
+    hop = rate // 100
+    frames = audio[: audio.shape[0] // hop * hop].reshape(-1, hop)
+    quiet = np.sqrt((frames**2).mean(axis=1)) <= 10 ** (LOUD_DBFS / 20)
+    i = min(at // hop, len(quiet) - 1)
+    if not quiet[i]:
+        return at, at
+    lo, hi = i, i + 1
+    while lo > 0 and quiet[lo - 1]:
+        lo -= 1
+    while hi < len(quiet) and quiet[hi]:
+        hi += 1
+    return lo * hop, hi * hop
+
+
+def speaker_gap_ms(clip: Clip, near_s: float, search_s: float) -> float:
+    """The quiet the speaker left at the cut ``speech(pause_at_s=near_s, search_s=...)``
+    makes in ``clip`` (10 ms frames at most ``LOUD_DBFS``)."""
+    audio, rate = read_wav(clip.path)
+    lo, hi = _quiet_around(audio, rate, _quietest_gap(audio, rate, near_s, search_s))
+    return 1000.0 * (hi - lo) / rate
 
 
 def by_name() -> dict[str, Clip]:
