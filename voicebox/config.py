@@ -162,7 +162,9 @@ class Config:
     Off by default: over the 35 clips of scripts/asr_wer.py it is faster (median 66 vs 87
     ms) and as accurate, but on the bench it moved neither median (370 ms either way) nor
     reply-ready time much, its restarts (a tail decode thrown away) widened p90 (590 vs
-    522 ms) and its spelling of one ambiguous word cost WER (0.078 vs 0.061)."""
+    522 ms) and its spelling of one ambiguous word cost WER (0.078 vs 0.061). Measured
+    again with the quoted end-of-turn score (BENCHMARKS.md section 2): final ASR 73 vs 95
+    ms, but its spellings ("ill disposed") move the score: p50 590 vs 480-555 ms."""
     asr_mode: str = "windowed"
     """``windowed`` (short encoder window, fast) or ``whole`` (faster-whisper's 30 s default)."""
 
