@@ -56,6 +56,14 @@ def test_score_is_the_quoted_framing_and_leaves_the_reply_cache(engine: LlamaEng
     assert _quoted_in_reply_context(engine) == pytest.approx(cold, abs=2e-3)
 
 
+def test_score_keeps_its_system_prompt_whatever_the_reply_s(engine: LlamaEngine) -> None:
+    # The silence curve was fitted on scores under one system prompt: a persona given to
+    # the reply must not move them.
+    pirate = [ChatMessage("system", "You are a pirate. Answer in pirate speak."), FINISHED[1]]
+    assert engine.end_of_turn_probability(pirate) == pytest.approx(
+        engine.end_of_turn_probability(FINISHED), abs=2e-3)
+
+
 def test_reply_sees_the_bare_words(engine: LlamaEngine) -> None:
     prompt, _ = engine.render(FINISHED)
     assert "made amiable himself." in prompt and "I said" not in prompt

@@ -10,7 +10,7 @@ import pytest
 
 from voicebox.audio.ring import InputRing, PlaybackBuffer
 from voicebox.config import ConfigError, TurnConfig, load_config
-from voicebox.engines.llama_llm import scoring_messages
+from voicebox.engines.llama_llm import SCORING_SYSTEM_PROMPT, scoring_messages
 from voicebox.engines.protocols import ChatMessage
 from voicebox.runtime.clauses import ClauseSplitter
 from voicebox.runtime.memory import Conversation
@@ -92,11 +92,12 @@ def test_conversation_trims_oldest_and_keeps_system() -> None:
 
 
 def test_scoring_messages_quote_only_user_words() -> None:
-    # The end-of-turn score sees the user's words quoted; the reply sees them bare.
-    messages = [ChatMessage("system", "be brief"), ChatMessage("user", "hi there."),
+    # The end-of-turn score sees the user's words quoted under its own system prompt; the
+    # reply sees them bare under the configured one.
+    messages = [ChatMessage("system", "be a pirate"), ChatMessage("user", "hi there."),
                 ChatMessage("assistant", "Hello."), ChatMessage("user", "?")]
     assert scoring_messages(messages) == [
-        ChatMessage("system", "be brief"), ChatMessage("user", 'I said: "hi there."'),
+        ChatMessage("system", SCORING_SYSTEM_PROMPT), ChatMessage("user", 'I said: "hi there."'),
         ChatMessage("assistant", "Hello."), ChatMessage("user", "?")]
 
 

@@ -115,6 +115,8 @@ class LlmConfig:
     device: str | None = None
     """Device path of the card (pcie)."""
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    """The reply's system prompt. The end-of-turn score keeps the default whatever this
+    says (``engines.llama_llm.SCORING_SYSTEM_PROMPT``), so the fitted silence curve holds."""
     max_reply_tokens: int = 40
     context_tokens: int = 1024
     threads: int = 1

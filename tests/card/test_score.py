@@ -18,6 +18,7 @@ from voicebox.card.faults import Fault, FaultKind
 from voicebox.card.profile import FirmwareProfile, find_profile
 from voicebox.card.protocol import ErrorCode
 from voicebox.card.timing import CardTiming
+from voicebox.engines.llama_llm import SCORING_SYSTEM_PROMPT
 from voicebox.engines.protocols import ChatMessage, EndOfTurnScorer
 
 SYSTEM = ChatMessage("system", "Be brief.")
@@ -85,17 +86,20 @@ def test_open_turn_prefill_warms_the_cache_and_arms_nothing(
 ) -> None:
     sid = driver.open_session()
     warm = driver.prefill(sid, OPEN_TURN, reserve_tokens=64, open_turn=True)
-    # Both sequences: the reply's (bare words) and the scoring one (quoted: "I said:" is
-    # two more fake tokens), both charged.
-    prompt = f"<|system|> Be brief. {END} <|user|>"
-    assert _fake(emulator).evaluated == [f"{prompt} Tell me about the",
-                                         f'{prompt} I said: "Tell me about the']
-    assert warm.card_ms == pytest.approx(CardTiming(hc1).prefill_ms(2 * warm.new_tokens + 2))
+    # Both sequences: the reply's (bare words, its own system prompt) and the scoring one
+    # (the scoring system prompt, the words quoted), both charged.
+    reply = f"<|system|> Be brief. {END} <|user|> Tell me about the"
+    scoring = (f"<|system|> {SCORING_SYSTEM_PROMPT} {END} "
+               '<|user|> I said: "Tell me about the')
+    assert _fake(emulator).evaluated == [reply, scoring]
+    scoring_tokens = len(_fake(emulator).tokenize(scoring))
+    assert warm.card_ms == pytest.approx(
+        CardTiming(hc1).prefill_ms(warm.new_tokens + scoring_tokens))
     with pytest.raises(CardRemoteError) as err:
         list(driver.generate(sid, 8, threading.Event()))
     assert err.value.code == ErrorCode.NOT_PREFILLED
     scored = driver.score_next(sid, DONE_TURN, reserve_tokens=64, end_of_turn=True)
-    assert scored.cached_tokens == warm.prompt_tokens + 2 and scored.new_tokens == 1
+    assert scored.cached_tokens == scoring_tokens and scored.new_tokens == 1
 
 
 def test_engine_is_an_end_of_turn_scorer(emulator: CardEmulator, engine: CardLlmEngine) -> None:
@@ -159,7 +163,7 @@ def test_score_needs_an_open_session(driver: CardDriver) -> None:
     assert err.value.code == ErrorCode.NO_SESSION
 
 
-def test_score_evicts_as_the_reply_will(driver: CardDriver, hc1: FirmwareProfile) -> None:
+def test_score_evicts_by_the_same_policy(driver: CardDriver, hc1: FirmwareProfile) -> None:
     history = [SYSTEM]
     for t in range(20):  # ~2,000 fake tokens against a 1,024-token window
         history += [ChatMessage("user", f"q{t} " + "blah " * 50), ChatMessage("assistant", "meh")]
@@ -167,7 +171,11 @@ def test_score_evicts_as_the_reply_will(driver: CardDriver, hc1: FirmwareProfile
     sid = driver.open_session()
     scored = driver.score_next(sid, history, reserve_tokens=128, end_of_turn=True)
     info = driver.prefill(sid, history, reserve_tokens=128)
-    assert scored.evicted_messages == info.evicted_messages > 0
+    # Whole exchanges, oldest first, until the prompt and the reserve fit; the scoring
+    # prompt (its own system prompt, the words quoted) is longer here, so it may drop one
+    # exchange more than the reply's.
+    assert info.evicted_messages > 0 and scored.evicted_messages % 2 == 0
+    assert info.evicted_messages <= scored.evicted_messages <= info.evicted_messages + 2
     assert scored.prompt_tokens + 128 <= hc1.context.context_tokens
     # The reply's PREFILL left the scoring sequence as it was.
     again = driver.score_next(sid, history, reserve_tokens=128, end_of_turn=True)

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from voicebox.config import DEFAULT_SYSTEM_PROMPT
 from voicebox.engines.protocols import ChatMessage
 from voicebox.errors import ModelError
 
@@ -37,12 +38,23 @@ def default_threads() -> int:
     return max(1, (os.cpu_count() or 2) - 1)
 
 
+SCORING_SYSTEM_PROMPT = DEFAULT_SYSTEM_PROMPT
+"""The system prompt of every end-of-turn score, whatever the reply's: the silence curve
+(``[turn] silence_curve``) was fitted on scores under this prompt, and another persona
+would move every score (and with it the cut-offs) without a refit."""
+
+
 def scoring_messages(messages: Sequence[ChatMessage]) -> list[ChatMessage]:
-    """``messages`` as the end-of-turn score puts them: every user message with words
-    quoted (``SAID``)."""
-    return [ChatMessage("user", SAID.format(m.content))
-            if m.role == "user" and strip_trailing_punctuation(m.content) else m
-            for m in messages]
+    """``messages`` as the end-of-turn score puts them: ``SCORING_SYSTEM_PROMPT`` for the
+    system prompt, every user message with words quoted (``SAID``)."""
+    out = []
+    for m in messages:
+        if m.role == "system":
+            m = ChatMessage("system", SCORING_SYSTEM_PROMPT)
+        elif m.role == "user" and strip_trailing_punctuation(m.content):
+            m = ChatMessage("user", SAID.format(m.content))
+        out.append(m)
+    return out
 
 
 class LlamaEngine:
