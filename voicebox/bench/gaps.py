@@ -209,6 +209,8 @@ def measure(config: Config, *, progress: bool = False) -> tuple[list[Gap], list[
     ends: list[End] = []
     for clip in clips():
         cuts = word_gaps(whisper, clip)
+        # The speaker's own quiet at each cut, from the clean clip (the same under noise).
+        quiet = {at_s: speaker_gap_ms(clip, at_s, CUT_SEARCH_S) for at_s, _, _ in cuts}
         for noisy in (False, True):
             rows = replay(config, models, scenario(clip, None, noisy))
             ends += [End(clip.name, noisy, p) for p in rows if p.real_end]
@@ -220,8 +222,7 @@ def measure(config: Config, *, progress: bool = False) -> tuple[list[Gap], list[
                        >= start + INSERT_S - 0.05]
                 pause = hit[-1] if hit else None
                 natural = pause.silence_ms - INSERT_S * 1000 if pause else 0.0
-                gaps.append(Gap(clip.name, noisy, before, kind, natural, pause,
-                                speaker_gap_ms(clip, at_s, CUT_SEARCH_S)))
+                gaps.append(Gap(clip.name, noisy, before, kind, natural, pause, quiet[at_s]))
                 if progress:
                     scores = (f"llm={pause.llm:.3f} audio={pause.audio:.3f}" if pause
                               else "no pause")
