@@ -44,7 +44,7 @@ def test_score_is_the_quoted_framing_and_leaves_the_reply_cache(engine: LlamaEng
     # context re-uses its prefix and still gives the cold number.
     engine.prefill([SYSTEM, ChatMessage("user", "He might even have")])
     engine.prefill([SYSTEM, ChatMessage("user", "He might even have bean made")])
-    assert engine.end_of_turn_probability(FINISHED) == pytest.approx(cold, abs=2e-3)
+    assert engine.end_of_turn_probability(FINISHED) == pytest.approx(cold, abs=1e-9)
 
     # The reply context still holds the bare words the partials prefilled: the score went
     # to its own cache, not over the reply's.
@@ -54,6 +54,23 @@ def test_score_is_the_quoted_framing_and_leaves_the_reply_cache(engine: LlamaEng
 
     # The same number as the quoted prompt evaluated in the reply's own context.
     assert _quoted_in_reply_context(engine) == pytest.approx(cold, abs=2e-3)
+
+
+def test_score_does_not_depend_on_what_was_scored_before(engine: LlamaEngine) -> None:
+    # The bench's single_0890 after pause_0890 (one process, one cache): a longer sentence
+    # scored, a partial that cuts the cache back to "rather" warmed, then the final. With
+    # the cut-back token evaluated alone the final scored 0.2988 instead of 0.2696, and the
+    # silence it required went from 554 to 262 ms.
+    def said(text: str) -> list[ChatMessage]:
+        return [SYSTEM, ChatMessage("user", text)]
+
+    final = said("Unless to be rather cold-hearted and rather selfish, is to be ill-disposed.")
+    engine.end_of_turn_probability(said("I'm less"))  # another prompt in the cache
+    cold = engine.end_of_turn_probability(final)
+    engine.end_of_turn_probability(
+        said("Unless to be rather cold-hearted, and rather selfish, is to be ill-disposed."))
+    engine.warm_scoring(engine._user_prefix(scoring_messages(said("Unless to be rather..."))))
+    assert engine.end_of_turn_probability(final) == pytest.approx(cold, abs=1e-9)
 
 
 def test_score_keeps_its_system_prompt_whatever_the_reply_s(engine: LlamaEngine) -> None:

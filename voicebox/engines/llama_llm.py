@@ -198,7 +198,7 @@ class LlamaEngine:
         """Evaluate ``tokens``, re-using the longest prefix already in the KV cache."""
         llm = self._llm
         cached = [int(t) for t in llm.input_ids[: llm.n_tokens]]
-        llm.n_tokens = min(common_prefix(cached, tokens), len(tokens) - 1)
+        llm.n_tokens = reused_prefix(cached, tokens)
         llm.eval(tokens[llm.n_tokens :])
 
     def close(self) -> None:
@@ -221,7 +221,7 @@ class _ScoringContext:
         self._tokens: list[int] = []
 
     def probabilities(self, tokens: Sequence[int]) -> np.ndarray[Any, Any]:
-        n = min(common_prefix(self._tokens, tokens), len(tokens) - 1)
+        n = reused_prefix(self._tokens, tokens)
         self._tokens = self._tokens[:n]
         self._ctx.kv_cache_seq_rm(-1, n, -1)
         for i in range(n, len(tokens), self._n_batch):
@@ -232,6 +232,21 @@ class _ScoringContext:
         logits = np.ctypeslib.as_array(self._ctx.get_logits_ith(-1), shape=(self._n_vocab,))
         probs: np.ndarray[Any, Any] = np.exp(logits.astype(np.float64) - float(logits.max()))
         return probs / float(probs.sum())
+
+
+REDECODE_TOKENS = 2
+"""Cached prompts are re-evaluated from at least this many tokens before their end.
+llama.cpp computes a token evaluated alone, right after the cache was cut back, slightly
+differently from the same token in a batch (SmolLM2: 0.0357 vs 0.0383 after "Unless to be
+rather"), and every later token that attends to it inherits the difference: the same
+words scored 0.2988 or 0.2696 depending on what was scored before. Two tokens make the
+result independent of the cache's history (``scripts/score_determinism.py``)."""
+
+
+def reused_prefix(cached: Sequence[int], tokens: Sequence[int]) -> int:
+    """How much of a KV cache holding ``cached`` to keep before evaluating ``tokens``:
+    their common prefix, less enough that ``REDECODE_TOKENS`` are evaluated together."""
+    return max(0, min(common_prefix(cached, tokens), len(tokens) - REDECODE_TOKENS))
 
 
 def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
