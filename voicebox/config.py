@@ -56,9 +56,10 @@ class TurnConfig:
     Fitted with ``scripts/eot_gaps.py --fit 0.04`` (a 300, 450 and 600 ms pause at every
     word gap of every test clip, plain and noisy): 3.8 % of those pauses answered, 5.4 %
     when each clip is left out of the fit; median wait after the end of speech 504 ms
-    (553 ms left out). ``configs/eager-turns.toml`` is the 10 % point (380 ms). The curve
-    fitted on the bench's four pauses alone had answered 41 % of them (BENCHMARKS.md
-    section 5)."""
+    (553 ms left out); 3.0 % since the score stopped depending on the cache's history
+    (``llama_llm.REDECODE_TOKENS``). ``configs/eager-turns.toml`` is the 10 % point
+    (380 ms). The curve fitted on the bench's four pauses alone had answered 41 % of them
+    (BENCHMARKS.md section 5)."""
     continuation_ms: int = 1000
     """Speech this soon after a confirmed turn, before any reply audio was heard, continues
     that turn (the reply is dropped and made again) instead of starting a new one."""
