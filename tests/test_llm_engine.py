@@ -46,11 +46,10 @@ def test_score_is_the_quoted_framing_and_leaves_the_reply_cache(engine: LlamaEng
     engine.prefill([SYSTEM, ChatMessage("user", "He might even have bean made")])
     assert engine.end_of_turn_probability(FINISHED) == pytest.approx(cold, abs=1e-9)
 
-    # The reply context still holds the bare words the partials prefilled: the score went
-    # to its own cache, not over the reply's.
-    bare = engine._user_prefix([SYSTEM, ChatMessage("user", "He might even have bean made")])
+    # The reply context holds the scored words bare (put there meanwhile for the reply
+    # that follows), never the quoted framing: the score has its own cache.
     held = list(engine._llm.input_ids[: engine._llm.n_tokens])
-    assert held[: len(bare) - 1] == bare[: len(bare) - 1]
+    assert held == engine._user_prefix(FINISHED)
 
     # The same number as the quoted prompt evaluated in the reply's own context.
     assert _quoted_in_reply_context(engine) == pytest.approx(cold, abs=2e-3)
@@ -71,6 +70,21 @@ def test_score_does_not_depend_on_what_was_scored_before(engine: LlamaEngine) ->
         said("Unless to be rather cold-hearted, and rather selfish, is to be ill-disposed."))
     engine.warm_scoring(engine._user_prefix(scoring_messages(said("Unless to be rather..."))))
     assert engine.end_of_turn_probability(final) == pytest.approx(cold, abs=1e-9)
+
+
+def test_score_also_fills_the_reply_cache_with_the_bare_words(engine: LlamaEngine) -> None:
+    # The partials prefilled other words ("And Mr. John ..." for "Mr. John ..."): the score
+    # puts the final's bare words in the reply's cache on a second thread, and is the same
+    # number as without.
+    engine.prefill([SYSTEM, ChatMessage("user", "And he might even have")])
+    cold = LlamaEngine(packaged_path("llm"), context_tokens=1024, threads=1)
+    try:
+        expected = cold.end_of_turn_probability(FINISHED)
+    finally:
+        cold.close()
+    assert engine.end_of_turn_probability(FINISHED) == pytest.approx(expected, abs=1e-9)
+    bare = engine._user_prefix(FINISHED)
+    assert list(engine._llm.input_ids[: engine._llm.n_tokens]) == bare
 
 
 def test_score_keeps_its_system_prompt_whatever_the_reply_s(engine: LlamaEngine) -> None:

@@ -74,8 +74,12 @@ class FakeStandIn:
     def evaluate(self, prompt: str, *, scoring: bool = False) -> None:
         self.evaluated.append(prompt)
 
-    def next_token_probabilities(self, prompt: str, token_ids: Sequence[int]) -> list[float]:
+    def next_token_probabilities(
+        self, prompt: str, token_ids: Sequence[int], *, warm_reply: str = ""
+    ) -> list[float]:
         """Deterministic: a sentence may end after any word but a few function words."""
+        if warm_reply:
+            self.evaluated.append(warm_reply)
         self.evaluated.append(prompt)
         if self.forced:
             return self.forced.pop(0)

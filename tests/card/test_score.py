@@ -81,6 +81,31 @@ def test_reply_after_a_score_prefills_only_the_tail(
     assert done.card_ttft_ms == pytest.approx(CardTiming(hc1).token_ms(info.new_tokens, 0))
 
 
+def test_score_with_warm_reply_fills_the_reply_sequence_too(
+    emulator: CardEmulator, driver: CardDriver, hc1: FirmwareProfile
+) -> None:
+    # The final words differ from what the partials prefilled: without warm_reply the
+    # reply's PREFILL would evaluate the whole user message after the score.
+    sid = driver.open_session()
+    driver.prefill(sid, [SYSTEM, ChatMessage("user", "Sell me")], reserve_tokens=64,
+                   open_turn=True)
+    fake = _fake(emulator)
+    fake.evaluated.clear()
+    scored = driver.score_next(sid, DONE_TURN, reserve_tokens=64, end_of_turn=True,
+                               warm_reply=True)
+    reply = f"<|system|> Be brief. {END} <|user|> Tell me about the card"
+    assert fake.evaluated[0] == reply  # and the quoted prompt, scored
+    assert fake.evaluated[1].endswith('I said: "Tell me about the card')
+    head = f"<|system|> Be brief. {END} <|user|>"
+    new_reply = len(fake.tokenize(reply)) - len(fake.tokenize(head))
+    assert scored.card_ms == pytest.approx(
+        CardTiming(hc1).token_ms(scored.new_tokens + new_reply, 0))
+    info = driver.prefill(sid, DONE_TURN, reserve_tokens=64)
+    # "card." (the fake's tokens are words), the end marker and the reply header; the
+    # partial's "Sell me" would have cost the whole user message again.
+    assert info.new_tokens == 3
+
+
 def test_open_turn_prefill_warms_the_cache_and_arms_nothing(
     emulator: CardEmulator, driver: CardDriver, hc1: FirmwareProfile
 ) -> None:

@@ -201,18 +201,22 @@ class CardDriver:
         reserve_tokens: int,
         candidates: Sequence[str] = (),
         end_of_turn: bool = False,
+        warm_reply: bool = False,
     ) -> Scored:
         """Next-token probabilities right after the last user message's words.
 
         The card evicts as PREFILL would for ``messages`` and ``reserve_tokens`` and keeps
-        the scored prompt in the session's KV cache for the reply's PREFILL. A malformed
-        answer (wrong count, a probability outside 0..1 or NaN) is a CardProtocolError.
+        the scored prompt in the session's scoring sequence; ``warm_reply`` also puts the
+        bare words in the reply's sequence, for the reply's PREFILL that follows. A
+        malformed answer (wrong count, a probability outside 0..1 or NaN) is a
+        CardProtocolError.
         """
         body: dict[str, Any] = {
             "messages": wire_messages(messages),
             "reserve_tokens": reserve_tokens,
             "candidates": list(candidates),
             "end_of_turn": end_of_turn,
+            "warm_reply": warm_reply,
         }
         b = self._request(
             Command.SCORE_NEXT, session, body, Reply.SCORED, timeout_s=self.timeouts.first_token_s

@@ -242,6 +242,7 @@ class CardEmulator:
             reserve_tokens=int(body.get("reserve_tokens", 1)),
             candidates=candidates,
             end_of_turn=bool(body.get("end_of_turn", False)),
+            warm_reply=bool(body.get("warm_reply", False)),
         )
         done = scored.prefilled
         answer = {
@@ -251,8 +252,9 @@ class CardEmulator:
             "cached_tokens": done.cached_tokens,
             "new_tokens": done.new_tokens,
             "evicted_messages": done.evicted_messages,
-            # Prefill of the new tokens, then the logits of one forward pass: a first token.
-            "card_ms": timing.token_ms(done.new_tokens, 0),
+            # Prefill of the new tokens (both sequences' with ``warm_reply``), then the
+            # logits of one forward pass: a first token.
+            "card_ms": timing.token_ms(done.new_tokens + scored.reply_new_tokens, 0),
         }
         self._answer_model_command(conn, frame, Reply.SCORED, answer, timing, t0)
 

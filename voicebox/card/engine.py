@@ -208,7 +208,8 @@ class CardLlmEngine:
 
         The card cuts the prompt right after the user's words and returns the mass of
         ``.``, ``?``, ``!`` and its end-of-message token; the scored prompt stays in the
-        session's KV cache, so the reply that follows prefills only the tail.
+        session's scoring sequence, and the bare words go into the reply's sequence at the
+        same time (``warm_reply``), so the reply that follows prefills only its header.
         """
         if not _user_words(messages):
             return 0.0
@@ -216,7 +217,8 @@ class CardLlmEngine:
         scored, recoveries = self._with_recovery(
             "score",
             lambda session: self._driver.score_next(
-                session, messages, reserve_tokens=self._reserve_tokens, end_of_turn=True
+                session, messages, reserve_tokens=self._reserve_tokens, end_of_turn=True,
+                warm_reply=True,
             ),
         )
         assert scored.end_of_turn is not None  # the driver checked the answer

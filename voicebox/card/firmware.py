@@ -60,6 +60,8 @@ class Scored:
     """Next-token probability of each candidate's first token, in order."""
     end_of_turn: float | None
     """Mass of the end-of-turn set, if asked for."""
+    reply_new_tokens: int = 0
+    """Tokens ``warm_reply`` prefilled in the reply's sequence too."""
 
 
 @dataclass(slots=True)
@@ -85,11 +87,16 @@ class _OpenTurn:
 
     def commit(self, session: _Session) -> Prefilled:
         """The session's KV cache now holds this prompt; no GENERATE is armed."""
+        result = self.warm(session)
+        session.prompt, session.prefilled = None, None
+        return result
+
+    def warm(self, session: _Session) -> Prefilled:
+        """The session's reply sequence now holds this prompt (an armed GENERATE stays)."""
         result = Prefilled(
             len(self.tokens), common_prefix(session.kv_tokens, self.tokens), self.dropped
         )
         session.kv_tokens = self.tokens
-        session.prompt, session.prefilled = None, None
         return result
 
     def commit_scoring(self, session: _Session) -> Prefilled:
@@ -237,12 +244,15 @@ class EmulatedFirmware:
         reserve_tokens: int,
         candidates: Sequence[str] = (),
         end_of_turn: bool = False,
+        warm_reply: bool = False,
     ) -> Scored:
         """Next-token probabilities right after the last user message's words (SCORE_NEXT).
 
         The user's words are quoted (``scoring_messages``) and evaluated in the session's
         scoring sequence, which an open turn's PREFILL keeps warm; the reply's sequence is
-        untouched. Each candidate scores the probability of its first token.
+        untouched unless ``warm_reply``: then it takes the bare words at the same time, as
+        an open turn's PREFILL would (the reply to these messages usually comes next).
+        Each candidate scores the probability of its first token.
         ``end_of_turn`` adds the mass of the end-of-turn set: the closing quote, ``.``,
         ``?``, ``!`` and the template's end-of-message marker (the first token after the
         user's words in the full prompt).
@@ -262,11 +272,14 @@ class EmulatedFirmware:
             marker = turn.full_prompt[len(turn.prompt) :].lstrip()
             marks = [*END_OF_TURN_MARKS, *([marker] if marker else [])]
             eot_ids = sorted({t for m in marks for t in self.stand_in.tokenize(m)[:1]})
+        reply = self._open_turn(messages, reserve_tokens) if warm_reply else None
         with self.model_lock:
-            probs = self.stand_in.next_token_probabilities(turn.prompt, [*ids, *eot_ids])
+            probs = self.stand_in.next_token_probabilities(
+                turn.prompt, [*ids, *eot_ids], warm_reply=reply.prompt if reply else "")
         # A faulty model's numbers go out as they are: the host validates every answer.
         eot = math.fsum(probs[len(ids) :]) if end_of_turn else None
-        return Scored(turn.commit_scoring(session), probs[: len(ids)], eot)
+        warmed = reply.warm(session).new_tokens if reply else 0
+        return Scored(turn.commit_scoring(session), probs[: len(ids)], eot, warmed)
 
     def _fit(
         self, messages: Sequence[ChatMessage], reserve_tokens: int, continuation: str

@@ -44,9 +44,12 @@ class StandInModel(Protocol):
         ``scoring``: in the cache ``next_token_probabilities`` reads, not the reply's."""
         ...
 
-    def next_token_probabilities(self, prompt: str, token_ids: Sequence[int]) -> list[float]:
+    def next_token_probabilities(
+        self, prompt: str, token_ids: Sequence[int], *, warm_reply: str = ""
+    ) -> list[float]:
         """Evaluate ``prompt`` as ``evaluate(scoring=True)`` does; the probability of each
-        id coming next."""
+        id coming next. ``warm_reply``: a prompt to put in the reply's cache meanwhile, as
+        ``evaluate(warm_reply)`` would."""
         ...
 
     def close(self) -> None:
@@ -124,12 +127,15 @@ class LlamaStandIn:
             # (llama.cpp's prefix match) prefills only the tail.
             engine._eval_cached(tokens)
 
-    def next_token_probabilities(self, prompt: str, token_ids: Sequence[int]) -> list[float]:
+    def next_token_probabilities(
+        self, prompt: str, token_ids: Sequence[int], *, warm_reply: str = ""
+    ) -> list[float]:
         engine = self._loaded()
         tokens = engine.tokenize(prompt)
         if not tokens:
             raise StandInError("cannot score an empty prompt")
-        probs = engine.next_token_probabilities(tokens)
+        warm = engine.tokenize(warm_reply) if warm_reply else []
+        probs = engine.next_token_probabilities(tokens, warm_reply=warm)
         return [float(probs[t]) for t in token_ids]
 
     @property
