@@ -179,8 +179,8 @@ class LlamaEngine:
 
         ``warm_reply``: tokens to put in the reply's KV cache at the same time, on a second
         thread (the two contexts share the weights only). When the final transcript is not
-        what the partials prefilled, both caches miss: in turn, that was ~100 + ~125 ms here
-        for a 20-word sentence.
+        what the partials prefilled, both caches miss; one after the other, the two
+        prefills took ~100 + ~125 ms here for a 20-word sentence.
         """
         if not warm_reply:
             return self._scoring.probabilities(tokens)
