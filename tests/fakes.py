@@ -41,6 +41,7 @@ class FixedAsr:
         prompt: str = "",
         committed: str = "",
         draft: str = "",
+        cancel: threading.Event | None = None,
     ) -> Transcript:
         self.calls.append((audio.shape[0], final))
         self.committed.append(committed)

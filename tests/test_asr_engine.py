@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -197,3 +198,31 @@ def test_partials_of_one_utterance_do_not_leak_into_the_next(engine: AsrEngine) 
     after_own = words(partials_then_final(engine, second))
     assert "dashwood" not in after_own
     assert word_errors(reference, after_own) <= max(word_errors(reference, words(alone)), 2)
+
+
+def test_a_cancelled_partial_stops_between_encoding_and_decoding(
+    engine: AsrEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from voicebox.engines.whisper_asr import WhisperAsrEngine
+
+    assert isinstance(engine, WhisperAsrEngine)
+    audio = read_clip(f"librivox/{LIBRIVOX}0870")
+    assert engine.transcribe(audio, final=False).text  # the same call, not cancelled
+    cancel = threading.Event()
+    decoded: list[int] = []
+    encode, decode = engine._encode, engine._decode
+
+    def encode_then_cancel(*args: object, **kwargs: object) -> object:
+        out = encode(*args, **kwargs)  # type: ignore[arg-type]
+        cancel.set()  # the user paused while the encoder ran
+        return out
+
+    def counted_decode(*args: object, **kwargs: object) -> object:
+        decoded.append(1)
+        return decode(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(engine, "_encode", encode_then_cancel)
+    monkeypatch.setattr(engine, "_decode", counted_decode)
+    result = engine.transcribe(audio, final=False, cancel=cancel)
+    assert result.text == "" and decoded == []
+    assert engine.transcribe(audio, final=False, cancel=cancel).text == ""  # set before

@@ -18,6 +18,7 @@ from tests.fakes import (
     speechlike,
 )
 from voicebox.config import Config, TurnConfig
+from voicebox.engines.protocols import Transcript
 from voicebox.events import (
     AudioHealth,
     Event,
@@ -179,6 +180,39 @@ def test_final_transcript_gets_the_words_the_partials_agree_on() -> None:
     finals = [k for k, (_, final) in enumerate(asr.calls) if final]
     assert len(partials) >= 2 and finals
     assert asr.committed[finals[-1]] == "turn on the kitchen"
+    assert "PlaybackStarted" in _names(result.events)
+
+
+class SlowPartialAsr(FixedAsr):
+    """A partial takes 3 s unless cancelled; records what happened, in order."""
+
+    def __init__(self) -> None:
+        super().__init__("turn on the kitchen lights")
+        self.log: list[str] = []
+
+    def transcribe(self, audio: np.ndarray, *, final: bool, prompt: str = "",
+                   committed: str = "", draft: str = "",
+                   cancel: threading.Event | None = None) -> Transcript:
+        if final:
+            self.log.append("final")
+        else:
+            self.log.append("partial")
+            if cancel is not None and cancel.wait(3.0):
+                self.log.append("partial cancelled")
+                return Transcript("", audio.shape[0] / RATE)
+            self.log.append("partial done")
+        return super().transcribe(audio, final=final, prompt=prompt, committed=committed,
+                                  draft=draft)
+
+
+def test_a_pause_interrupts_the_partial_in_progress() -> None:
+    # The final runs on the partials' thread: a partial started just before the user
+    # paused would hold it up until it finished. The pause cancels it instead.
+    asr = SlowPartialAsr()
+    audio = np.concatenate([silence(0.3), speechlike(1.5), silence(2.0)])
+    result, _ = _run(audio, asr=asr, speed=1.0)
+    assert asr.log[:3] == ["partial", "partial cancelled", "final"]
+    assert "partial done" not in asr.log
     assert "PlaybackStarted" in _names(result.events)
 
 

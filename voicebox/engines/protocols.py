@@ -53,12 +53,16 @@ class AsrEngine(Protocol):
         prompt: str = "",
         committed: str = "",
         draft: str = "",
+        cancel: threading.Event | None = None,
     ) -> Transcript:
         """Transcribe ``audio``; ``final`` asks for the most accurate pass.
 
         ``prompt`` is text known to precede the audio. ``committed`` is the start of this
         audio's own text as the partial transcripts settled it, ``draft`` the latest
         partial: a final may decode only what follows (an engine is free to ignore both).
+        ``cancel``, once set (from another thread), asks the engine to stop at its next
+        step and return an empty transcript: a partial nobody needs any more should not
+        hold up the final waiting behind it (an engine is free to finish anyway).
         """
         ...
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+import threading
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -166,6 +167,7 @@ class WhisperAsrEngine:
         prompt: str = "",
         committed: str = "",
         draft: str = "",
+        cancel: threading.Event | None = None,
     ) -> Transcript:
         """Transcribe ``audio``; partials decode greedily, finals with beam search and a check.
 
@@ -176,6 +178,8 @@ class WhisperAsrEngine:
         same turn, from the same first sample): its words are kept as they are. ``draft``,
         the latest partial, bounds the tail's length: a decoder that starts the utterance
         over then hits the bound after a few words instead of decoding it all again.
+        ``cancel`` is checked between encoding and decoding (the decoder, most of the
+        time, is not interruptible): once set, the result is empty.
         """
         samples = np.ascontiguousarray(np.asarray(audio, dtype=np.float32).reshape(-1))
         audio_s = len(samples) / ASR_SAMPLE_RATE_HZ
@@ -194,6 +198,8 @@ class WhisperAsrEngine:
         # is decoded in further passes prompted with what came before (Whisper's own
         # long-form seeking); the VAD normally ends turns long before 30 s.
         while len(samples) - start >= _MIN_AUDIO_S * ASR_SAMPLE_RATE_HZ:
+            if cancel is not None and cancel.is_set():
+                return Transcript(text="", audio_s=audio_s)
             piece = samples[start : start + _FULL_WINDOW_S * ASR_SAMPLE_RATE_HZ]
             if float(np.max(np.abs(piece))) < _SILENCE_PEAK:
                 start += len(piece)
@@ -202,8 +208,10 @@ class WhisperAsrEngine:
             # A failed tail attempt encoded exactly this piece (the whole audio) already.
             reuse = encoded if start == 0 else None
             text, resume_s = self._transcribe_window(
-                piece, final=final, prompt=context, encoded=reuse
+                piece, final=final, prompt=context, encoded=reuse, cancel=cancel
             )
+            if cancel is not None and cancel.is_set():
+                return Transcript(text="", audio_s=audio_s)
             if text:
                 texts.append(text)
             start += len(piece) if resume_s is None else round(resume_s * ASR_SAMPLE_RATE_HZ)
@@ -309,13 +317,19 @@ class WhisperAsrEngine:
         final: bool,
         prompt: str,
         encoded: ctranslate2.StorageView | None = None,
+        cancel: threading.Event | None = None,
     ) -> tuple[str, float | None]:
         """Text of ``audio`` (at most 30 s) and where to resume if some was left over;
-        ``encoded`` is the encoder output of ``audio`` on its short window, if known."""
+        ``encoded`` is the encoder output of ``audio`` on its short window, if known.
+        Nothing is decoded once ``cancel`` is set."""
         audio_s = len(audio) / ASR_SAMPLE_RATE_HZ
         window_s = self._window_s(audio_s, final=final)
         beam = self._final_beam if final else self._partial_beam
         prompt_ids = self._prompt_ids(prompt)
+        if encoded is None:
+            encoded = self._encode(audio, window_s)
+        if cancel is not None and cancel.is_set():
+            return "", None
         short = self._decode(audio, window_s, beam, prompt_ids, encoded)
         if _is_silence(short):
             return "", None

@@ -6,6 +6,7 @@ sequential pipeline in the bench.
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 from voicebox.engines.protocols import ASR_SAMPLE_RATE_HZ, FloatAudio, Transcript
@@ -34,8 +35,10 @@ class WholeUtteranceAsrEngine:
         prompt: str = "",
         committed: str = "",
         draft: str = "",
+        cancel: threading.Event | None = None,
     ) -> Transcript:
-        """The whole utterance in one ordinary pass (``committed`` and ``draft`` unused)."""
+        """The whole utterance in one ordinary pass (``committed``, ``draft`` and ``cancel``
+        unused)."""
         segments, _ = self._model.transcribe(audio, language="en", beam_size=5,
                                              initial_prompt=prompt or None)
         text = " ".join(s.text.strip() for s in segments).strip()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Callable, Sequence
 
@@ -39,10 +40,16 @@ class PartialTranscriber:
         self._emit = emit
         self._texts: list[str] = []
         self._frames_done = 0
+        self._cancel = threading.Event()
 
     def new_turn(self) -> None:
         self._texts = []
         self._frames_done = 0
+
+    def interrupt(self) -> None:
+        """The user paused: the partial in progress, if any, stops before its decoding
+        (the final transcript is next on the same thread and should not wait for it)."""
+        self._cancel.set()
 
     @property
     def latest(self) -> str:
@@ -75,9 +82,13 @@ class PartialTranscriber:
             self._frames_done = len(frames)
             samples = np.concatenate(frames)
             t0 = time.monotonic()
-            text = (await worker.run(lambda a=samples: asr.transcribe(a, final=False))).text
+            cancel = self._cancel = threading.Event()
+            text = (await worker.run(
+                lambda a=samples, c=cancel: asr.transcribe(a, final=False, cancel=c))).text
             if not in_turn():
                 return
+            if cancel.is_set() and not text:
+                continue  # interrupted by a pause before it decoded anything
             ms = round((time.monotonic() - t0) * 1000, 1)
             self._emit(_partial_event(turn, text, ms))
             if text:

@@ -293,6 +293,7 @@ class Pipeline:
         self._start_partials(n)
 
     def _start_reply(self) -> None:
+        self._partials.interrupt()
         self._drop_reply("superseded")
         audio = np.concatenate(self._turn_audio) if self._turn_audio else np.zeros(0, np.float32)
         tail = self._cfg.asr_tail
