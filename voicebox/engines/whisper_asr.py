@@ -178,8 +178,8 @@ class WhisperAsrEngine:
         same turn, from the same first sample): its words are kept as they are. ``draft``,
         the latest partial, bounds the tail's length: a decoder that starts the utterance
         over then hits the bound after a few words instead of decoding it all again.
-        ``cancel`` is checked between encoding and decoding (the decoder, most of the
-        time, is not interruptible): once set, the result is empty.
+        ``cancel`` is checked before encoding and between encoding and decoding
+        (CTranslate2 cannot stop a decode once started): once set, the result is empty.
         """
         samples = np.ascontiguousarray(np.asarray(audio, dtype=np.float32).reshape(-1))
         audio_s = len(samples) / ASR_SAMPLE_RATE_HZ
