@@ -330,3 +330,13 @@ def test_real_piper_clause_pause_is_trimmed() -> None:
     assert audio.shape[0] - out.shape[0] > rate // 20
     removed = audio[out.shape[0] :]
     assert float(np.sqrt((removed**2).mean())) < 10 ** (-45 / 20)  # only quiet was cut
+
+
+def test_fast_asr_config_sets_a_greedy_final(tmp_path: Path) -> None:
+    path = Path(__file__).resolve().parents[1] / "configs" / "fast-asr.toml"
+    assert load_config(path).asr_final_beam == 1
+    assert load_config(None).asr_final_beam == 5
+    bad = tmp_path / "c.toml"
+    bad.write_text("asr_final_beam = 0\n")
+    with pytest.raises(ConfigError, match="asr_final_beam"):
+        load_config(bad)

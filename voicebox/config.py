@@ -168,12 +168,19 @@ class Config:
     522 ms) and its spelling of one ambiguous word cost WER (0.078 vs 0.061). Measured
     again with the quoted end-of-turn score (BENCHMARKS.md section 2): final ASR 73 vs 95
     ms, but its spellings ("ill disposed") move the score: p50 590 vs 480-555 ms."""
+    asr_final_beam: int = 5
+    """Beam width of the final transcript (partials decode greedily). One is the fast
+    setting (``configs/fast-asr.toml``): on the 6.5 s LibriVox sentence the final decodes
+    in 124 instead of 235 ms, and the bench's median fell to 375 ms (470-515 ms at 5), but
+    its spellings ("old-sposed" for "ill-disposed") raised the WER to 0.067, above
+    whole-utterance faster-whisper's 0.061 (BENCHMARKS.md section 2)."""
     asr_mode: str = "windowed"
     """``windowed`` (short encoder window, fast) or ``whole`` (faster-whisper's 30 s default)."""
 
     def __post_init__(self) -> None:
         _check(self.asr_mode in ("windowed", "whole"), "asr_mode", "must be windowed or whole")
         _check(self.asr_threads >= 1, "asr_threads", "must be >= 1")
+        _check(self.asr_final_beam >= 1, "asr_final_beam", "must be >= 1")
         _check(self.tts_threads is None or self.tts_threads >= 1, "tts_threads", "must be >= 1")
 
 
@@ -206,7 +213,7 @@ def load_config(path: Path | None, **overrides: Any) -> Config:
             kwargs[name] = cls(**values)
         except TypeError as exc:
             raise ConfigError(f"config: [{name}]: {exc}") from None
-    for key in ("asr_threads", "tts_threads", "asr_tail", "asr_mode"):
+    for key in ("asr_threads", "tts_threads", "asr_tail", "asr_final_beam", "asr_mode"):
         if key in raw:
             kwargs[key] = raw.pop(key)
     _check(not raw, "file", f"has unknown keys: {', '.join(sorted(raw))}")

@@ -41,21 +41,26 @@ def load_llm(config: Config) -> LlmEngine:
     return build_card_engine(llm.engine, llm.profile, llm.device)
 
 
+def build_asr(config: Config) -> AsrEngine:
+    """The configured ASR engine (windowed Whisper, or faster-whisper's whole window)."""
+    asr_dir = config.models.asr or packaged_path("asr")
+    if config.asr_mode == "whole":
+        from voicebox.engines.whole_asr import WholeUtteranceAsrEngine
+
+        return WholeUtteranceAsrEngine(asr_dir, threads=config.asr_threads)
+    from voicebox.engines.whisper_asr import WhisperAsrEngine
+
+    return WhisperAsrEngine(asr_dir, threads=config.asr_threads,
+                            final_beam=config.asr_final_beam)
+
+
 def load_engines(config: Config) -> tuple[VadEngine, Engines]:
     """The VAD and the reply engines, each with its worker thread."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from voicebox.engines.piper_tts import PiperTtsEngine
-    from voicebox.engines.whisper_asr import WhisperAsrEngine
 
     vad = load_vad(config)
-    asr_dir = config.models.asr or packaged_path("asr")
-    asr: AsrEngine
-    if config.asr_mode == "whole":
-        from voicebox.engines.whole_asr import WholeUtteranceAsrEngine
-
-        asr = WholeUtteranceAsrEngine(asr_dir, threads=config.asr_threads)
-    else:
-        asr = WhisperAsrEngine(asr_dir, threads=config.asr_threads)
+    asr = build_asr(config)
     tts = PiperTtsEngine(config.models.tts or packaged_path("tts"), threads=tts_threads(config))
     turn_model: TurnModel | None = None
     if config.turn.semantic and config.turn.audio_model:
