@@ -35,7 +35,33 @@ def test_gap_is_cut_when_pause_outlasts_required_silence(gaps: ModuleType) -> No
     cut_doubt = [100 + ms > config.turn.end_of_turn_ms for ms in gaps.PAUSES_MS]
     for ms, a, b in zip(gaps.PAUSES_MS, cut_sure, cut_doubt, strict=True):
         assert out[f"mid_cutoffs_{ms}ms"] == f"{int(a) + int(b)}/2"
-    assert out["median_wait_after_labelled_end_ms"] == config.turn.end_of_turn_ms - 40.0
+    # The VAD heard the end 40 ms late, and the silence counts from there.
+    assert out["median_wait_after_labelled_end_ms"] == config.turn.end_of_turn_ms + 40.0
+
+
+def test_wait_counts_from_the_vads_end_of_speech(gaps: ModuleType) -> None:
+    config = load_config(None)
+    early = gaps.End("c", False, gaps.Pause("s", 1.0, "a b", 0.0, 0.0, 1500.0, True, -150.0))
+    late = gaps.End("c", False, gaps.Pause("s", 1.0, "a b", 0.0, 0.0, 1500.0, True, 60.0))
+    wait = config.turn.end_of_turn_ms
+    assert gaps.evaluate(config, [], [early])["median_wait_after_labelled_end_ms"] == wait - 150
+    assert gaps.evaluate(config, [], [late])["median_wait_after_labelled_end_ms"] == wait + 60
+    # The fit counts the same way: a curve that waits 200 ms answers the early end 50 ms
+    # after its labelled end.
+    fit = gaps.fit_curve(config, [], [early], 0.0)
+    assert fit is None  # no gaps: nothing to fit against
+    gap = gaps.Gap("c", False, "a", "mid", 0.0, _pause(gaps, 0.0, 0.0))
+    sure = gaps.End("c", False, gaps.Pause("s", 1.0, "a b", 0.5, 0.0, 1500.0, True, -150.0))
+    fit = gaps.fit_curve(config, [gap], [sure], 0.0)
+    assert fit is not None and fit.median_wait_ms == gaps.FIT_MS[0] - 150
+
+
+def test_a_short_pause_at_the_labelled_end_is_not_an_end(gaps: ModuleType) -> None:
+    # The user paused 64 ms before the last word: near the labelled end, but not the end.
+    before_last_word = gaps.Pause("s", 1.0, "a b", 0.3, 0.5, 64.0, True, -220.0)
+    assert not gaps.is_real_end(before_last_word)
+    assert gaps.is_real_end(gaps.Pause("s", 1.2, "a b c", 0.3, 0.5, 1600.0, True, 30.0))
+    assert not gaps.is_real_end(gaps.Pause("s", 0.5, "a", 0.3, 0.5, 1600.0, False, None))
 
 
 def test_missed_next_word_and_unheard_gaps_are_counted_apart(gaps: ModuleType) -> None:

@@ -213,7 +213,7 @@ def measure(config: Config, *, progress: bool = False) -> tuple[list[Gap], list[
         quiet = {at_s: speaker_gap_ms(clip, at_s, CUT_SEARCH_S) for at_s, _, _ in cuts}
         for noisy in (False, True):
             rows = replay(config, models, scenario(clip, None, noisy))
-            ends += [End(clip.name, noisy, p) for p in rows if p.real_end]
+            ends += [End(clip.name, noisy, p) for p in rows if is_real_end(p)]
             for at_s, before, kind in cuts:
                 sc = scenario(clip, at_s, noisy)
                 start, _ = sc.pauses[0]
@@ -248,6 +248,18 @@ def required_silence(config: Config, p: Pause) -> int:
     return required_silence_ms(config.turn, _score(config, p))
 
 
+def is_real_end(p: Pause) -> bool:
+    """The pause at a labelled end that lasts: the user is done. A short one there (the
+    user resumed for the last word) is not an end; its gap is scored as a mid gap."""
+    return p.real_end and p.silence_ms >= END_SILENCE_MS
+
+
+def wait_after_end_ms(required_ms: float, p: Pause) -> float:
+    """When a turn with this required silence is confirmed, after the labelled end of
+    speech: the silence counts from the VAD's end of speech, ``vad_lag_ms`` after it."""
+    return required_ms + (p.vad_lag_ms or 0.0)
+
+
 def heard_silence_ms(gap: Gap, pause_ms: float) -> float:
     """Silence the VAD hears in a pause of ``pause_ms`` between the two words of ``gap``:
     the speaker's own gap counts towards the pause, so silence is added only up to
@@ -272,7 +284,7 @@ def evaluate(config: Config, gaps: list[Gap], ends: list[End]) -> dict[str, obje
         n = len(chosen) * len(PAUSES_MS)
         out[f"{kind}_cutoff_rate"] = round(total / n, 3) if n else None
         out[f"{kind}_cutoff_rate_added"] = round(added / n, 3) if n else None
-    waits = [required_silence(config, e.pause) - (e.pause.vad_lag_ms or 0.0) for e in ends]
+    waits = [wait_after_end_ms(required_silence(config, e.pause), e.pause) for e in ends]
     out["real_ends"] = len(ends)
     out["median_wait_after_labelled_end_ms"] = statistics.median(waits) if waits else None
     out["p90_wait_after_labelled_end_ms"] = float(np.percentile(waits, 90)) if waits else None
@@ -310,7 +322,7 @@ def fit_curve(config: Config, gaps: list[Gap], ends: list[End], max_rate: float)
         rate = float((g_pause > need[:, None]).mean())
         if rate > max_rate:
             continue
-        wait = np.interp(e_score, FIT_SCORES, waits) - e_lag
+        wait = np.interp(e_score, FIT_SCORES, waits) + e_lag  # as wait_after_end_ms
         key = (float(np.median(wait)), float(wait.mean()))
         if best is None or key < best[0]:
             best = (key, Fit(tuple(zip(FIT_SCORES, waits, strict=True)), rate, key[0],
@@ -335,8 +347,8 @@ def leave_one_clip_out(
             need = float(np.interp(_score(config, p), scores, silences))
             cut += sum(1 for ms in PAUSES_MS if heard_silence_ms(g, ms) > need)
             total += len(PAUSES_MS)
-        waits += [float(np.interp(_score(config, e.pause), scores, silences))
-                  - (e.pause.vad_lag_ms or 0.0) for e in ends if e.clip == clip]
+        waits += [wait_after_end_ms(float(np.interp(_score(config, e.pause), scores, silences)),
+                                    e.pause) for e in ends if e.clip == clip]
     return (cut / total if total else 0.0, statistics.median(waits) if waits else 0.0,
             float(np.percentile(waits, 90)) if waits else 0.0)
 
@@ -352,4 +364,4 @@ def read_table(path: Path) -> tuple[list[Gap], list[End]]:
     gaps = [Gap(**{**g, "pause": Pause(**g["pause"]) if g["pause"] else None})
             for g in data["gaps"]]
     ends = [End(e["clip"], e["noisy"], Pause(**e["pause"])) for e in data["ends"]]
-    return gaps, ends
+    return gaps, [e for e in ends if is_real_end(e.pause)]  # tables before 2026-11-25 kept all
