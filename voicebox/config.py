@@ -171,10 +171,10 @@ class Config:
     ms, but its spellings ("ill disposed") move the score: p50 590 vs 480-555 ms."""
     asr_final_beam: int = 5
     """Beam width of the final transcript (partials decode greedily). One is the fast
-    setting (``configs/fast-asr.toml``): on the 6.5 s LibriVox sentence the final decodes
-    in 124 instead of 235 ms, and the bench's median fell to 375 ms (470-515 ms at 5), but
-    its spellings ("old-sposed" for "ill-disposed") raised the WER to 0.067, above
-    whole-utterance faster-whisper's 0.061 (BENCHMARKS.md section 2)."""
+    setting (``configs/fast-asr.toml``): the final of the 6.5 s LibriVox sentence takes
+    116 instead of 147 ms (one thread). The bench's median fell to 375 ms (470-515 at 5),
+    mostly because other spellings moved end-of-turn scores and cache hits, and the WER
+    rose to 0.067, above whole-utterance faster-whisper's 0.061 (BENCHMARKS.md section 2)."""
     asr_mode: str = "windowed"
     """``windowed`` (short encoder window, fast) or ``whole`` (faster-whisper's 30 s default)."""
 
