@@ -240,9 +240,9 @@ def test_final_beam_is_what_the_config_asks_for() -> None:
     greedy = build_asr(Config(asr_final_beam=1))
     assert isinstance(greedy, WhisperAsrEngine)
     beam = WhisperAsrEngine(packaged_path("asr"), final_beam=5)
-    partial_like = WhisperAsrEngine(packaged_path("asr"), final_beam=1)
+    direct_greedy = WhisperAsrEngine(packaged_path("asr"), final_beam=1)
     got = greedy.transcribe(audio, final=True).text
-    assert got == partial_like.transcribe(audio, final=True).text
+    assert got == direct_greedy.transcribe(audio, final=True).text
     # On this clip the two decodes differ ("old-sposed" / "ill-disposed"), so the
     # comparison above could tell the engines apart.
     assert got != beam.transcribe(audio, final=True).text
