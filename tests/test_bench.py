@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from tests.clips import needs_testdata
 from voicebox.audio.wav import read_wav, write_wav
 from voicebox.bench.compare import judge_difference, ratios
 from voicebox.bench.naive import naive_config
@@ -252,3 +253,19 @@ def test_repeated_runs_report_their_spread() -> None:
     text = markdown(report)
     assert "## Run to run (2 runs" in text and "s2#0 300-360 ms" in text
     assert report.summary_line()["spread"] == spread
+
+
+@needs_testdata
+def test_both_barge_ins_are_labelled_at_the_second_turns_voice() -> None:
+    from voicebox.bench import scenarios
+
+    for sc in (scenarios.barge_in(), scenarios.second_barge_in()):
+        first, second = sc.turns
+        assert sc.barge == [second["speech_start_s"]]
+        assert second["speech_start_s"] - first["speech_end_s"] >= 1.2  # well into the reply
+        # The label is the voice: the input is loud within 30 ms of it, not 100 ms later.
+        i = round(sc.barge[0] * sc.rate_hz)
+        after = sc.audio[i : i + sc.rate_hz * 3 // 100]
+        assert 20 * np.log10(float(np.sqrt((after**2).mean()))) > -40
+    names = [s.name for s in scenarios.all_scenarios()]
+    assert {"barge_two_turns", "barge_two_turns_0880"} <= set(names)

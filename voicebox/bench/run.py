@@ -55,7 +55,7 @@ class BenchResult:
 
 
 def scenario_set(names: str = "", *, exact: bool = False) -> list[scenarios.Scenario]:
-    """Single turns of every clip, mid-sentence pauses, a barge-in, noise.
+    """Single turns of every clip, mid-sentence pauses, two barge-ins, noise.
 
     ``names`` is a comma-separated list of name fragments (or exact names with ``exact``).
     """

@@ -182,6 +182,20 @@ def barge_in() -> Scenario:
     return b.speech(c["003"]).silence(4.0).done()
 
 
+def second_barge_in() -> Scenario:
+    """Another sentence talked over, 1.4 s after it ended: another reply, so the barge
+    falls at another point of it (a barge that lands in the pause between two clauses
+    of the reply is not measured by the judge's rule). The user barges in with the cards
+    clip 005, whose first word starts at its labelled start; 001 opens with a click
+    110 ms before its first word, which the -40 dBFS label would count as the start."""
+    c = by_name()
+    b = _Builder("barge_two_turns_0880").silence(0.5).speech(
+        c["sense_and_sensibility_01_austen_64kb-0880"])
+    at = b.barge_at(1.4)
+    b.s.barge.append(round(at + speech_bounds(*read_wav(c["005"].path))[0], 3))
+    return b.speech(c["005"]).silence(4.0).done()
+
+
 def paused_turns() -> list[Scenario]:
     """Sentences with a 300-600 ms pause inserted at a word gap: replying there is a cut-off.
 
@@ -224,8 +238,8 @@ def warm_up() -> Scenario:
 
 
 def all_scenarios() -> list[Scenario]:
-    """The bench's scenario set: single turns, mid-sentence pauses, a barge-in, noise."""
-    return [*single_turns(), *paused_turns(), barge_in(), *noisy_turns()]
+    """The bench's scenario set: single turns, mid-sentence pauses, two barge-ins, noise."""
+    return [*single_turns(), *paused_turns(), barge_in(), second_barge_in(), *noisy_turns()]
 
 
 def sample_utterance() -> Scenario:
