@@ -100,3 +100,18 @@ def test_reply_sees_the_bare_words(engine: LlamaEngine) -> None:
     assert "made amiable himself." in prompt and "I said" not in prompt
     reply = "".join(engine.stream(FINISHED, max_tokens=8, cancel=threading.Event()))
     assert reply.strip()
+
+
+def test_the_same_conversation_gets_the_same_reply(engine: LlamaEngine) -> None:
+    """The sampler is seeded for each reply: what came before in the process (other
+    replies) does not change the reply to the same words. The bench (one process for all
+    scenarios) and the judge (one process each) heard different replies before."""
+
+    def reply(messages: list[ChatMessage]) -> str:
+        return "".join(engine.stream(messages, max_tokens=24, cancel=threading.Event()))
+
+    first = reply(FINISHED)
+    others = [reply([SYSTEM, ChatMessage("user", f"Tell me about the number {n}.")])
+              for n in range(3)]
+    assert len(set(others)) > 1  # sampled: different prompts, different replies
+    assert reply(FINISHED) == first

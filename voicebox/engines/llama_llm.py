@@ -106,6 +106,7 @@ class LlamaEngine:
         self._eot_ids = sorted(
             {t for c in (*END_OF_TURN_MARKS, eos) for t in self.tokenize(c)[:1]})
         self._temperature = temperature
+        self._seed = seed
         self._scoring = _ScoringContext(self._llm)
         self.model_path = model_path
         self.name = model_path.stem
@@ -137,7 +138,14 @@ class LlamaEngine:
     def stream_prompt(
         self, prompt: str, stop: list[str], *, max_tokens: int, cancel: threading.Event
     ) -> Iterator[str]:
-        """Continue an already rendered ``prompt`` (used by the emulated card)."""
+        """Continue an already rendered ``prompt`` (used by the emulated card).
+
+        Every reply is sampled from the same seed, so the same prompt gets the same reply.
+        llama-cpp-python otherwise moves the seed on with each completion, and a reply
+        depended on how many came before it in the process: the bench (one process for
+        every scenario) and the judge (one process each) heard different replies to the
+        same words ("This is a ..." / "I'm sorry ...": first TTS audio ~60 vs ~30 ms).
+        """
         tokens = self.tokenize(prompt)
         chunks: Any = self._llm.create_completion(
             prompt=tokens,
@@ -146,6 +154,7 @@ class LlamaEngine:
             repeat_penalty=1.1,
             stop=stop,
             stream=True,
+            seed=self._seed,
         )
         try:
             for chunk in chunks:
