@@ -28,9 +28,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from voicebox.bench.gaps import (  # noqa: E402
-    END_SILENCE_MS,
     Models,
     Pause,
+    is_real_end,
     replay,
     required_silence,
 )
@@ -47,7 +47,7 @@ def evaluate(config: Config, rows: list[Pause]) -> dict[str, object]:
     cut, waits, lags = [], [], []
     for p in rows:
         need = required_silence(config, p)
-        if p.real_end and p.silence_ms > END_SILENCE_MS:
+        if is_real_end(p):
             waits.append(need)
             lags.append(p.vad_lag_ms or 0.0)
         elif p.silence_ms > need:
