@@ -256,10 +256,10 @@ def test_repeated_runs_report_their_spread() -> None:
 
 
 @needs_testdata
-def test_both_barge_ins_are_labelled_at_the_second_turns_voice() -> None:
+def test_every_barge_in_is_labelled_at_the_second_turns_voice() -> None:
     from voicebox.bench import scenarios
 
-    for sc in (scenarios.barge_in(), scenarios.second_barge_in()):
+    for sc in (scenarios.barge_in(), scenarios.second_barge_in(), scenarios.noisy_barge_in()):
         first, second = sc.turns
         assert sc.barge == [second["speech_start_s"]]
         assert second["speech_start_s"] - first["speech_end_s"] >= 1.2  # well into the reply
@@ -268,4 +268,20 @@ def test_both_barge_ins_are_labelled_at_the_second_turns_voice() -> None:
         after = sc.audio[i : i + sc.rate_hz * 3 // 100]
         assert 20 * np.log10(float(np.sqrt((after**2).mean()))) > -40
     names = [s.name for s in scenarios.all_scenarios()]
-    assert {"barge_two_turns", "barge_two_turns_0880"} <= set(names)
+    assert {"barge_two_turns", "barge_two_turns_0880", "noisy_barge_0880"} <= set(names)
+
+
+@needs_testdata
+def test_the_noisy_barge_in_is_under_noise_and_its_voice_rises_above_it() -> None:
+    from voicebox.bench import scenarios
+
+    sc = scenarios.noisy_barge_in(snr_db=15.0)
+    rate = sc.rate_hz
+
+    def dbfs(a: np.ndarray) -> float:
+        return 20 * float(np.log10(np.sqrt((a**2).mean())))
+
+    noise = dbfs(sc.audio[: rate * 4 // 10])  # before the first word
+    assert -50 < noise < -35  # noise there, at a level the clean clips never have
+    i = round(sc.barge[0] * rate)
+    assert dbfs(sc.audio[i + rate * 4 // 100 : i + rate * 10 // 100]) > noise + 15

@@ -196,6 +196,20 @@ def second_barge_in() -> Scenario:
     return b.speech(c["005"]).silence(4.0).done()
 
 
+def noisy_barge_in(snr_db: float = 15.0) -> Scenario:
+    """A barge-in under the noisy turns' background noise: the ``0880`` sentence, then the
+    user talks over its reply 1.2 s after it ended with the cards clip 003 (the voice is
+    5-15 dB above the noise in its first 40 ms, 20-30 dB after). Barging in with a clip
+    whose first 100 ms are as quiet as the noise (``004``, ``002``, or ``001``'s click)
+    makes the judge's -40 dBFS label start where no detector can hear speech yet."""
+    c = by_name()
+    b = _Builder("noisy_barge_0880").silence(0.5).speech(
+        c["sense_and_sensibility_01_austen_64kb-0880"])
+    at = b.barge_at(1.2)
+    b.s.barge.append(round(at + speech_bounds(*read_wav(c["003"].path))[0], 3))
+    return add_noise(b.speech(c["003"]).silence(4.0).done(), snr_db)
+
+
 def paused_turns() -> list[Scenario]:
     """Sentences with a 300-600 ms pause inserted at a word gap: replying there is a cut-off.
 
@@ -238,8 +252,10 @@ def warm_up() -> Scenario:
 
 
 def all_scenarios() -> list[Scenario]:
-    """The bench's scenario set: single turns, mid-sentence pauses, two barge-ins, noise."""
-    return [*single_turns(), *paused_turns(), barge_in(), second_barge_in(), *noisy_turns()]
+    """The bench's scenario set: single turns, mid-sentence pauses, three barge-ins (one
+    under noise), noisy turns."""
+    return [*single_turns(), *paused_turns(), barge_in(), second_barge_in(), *noisy_turns(),
+            noisy_barge_in()]
 
 
 def sample_utterance() -> Scenario:
