@@ -91,13 +91,9 @@ class ScoringLlm(ScriptedLlm):
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self.probability = probability
         self.scored: list[str] = []
-        self.warmed_reply: list[bool] = []
 
-    def end_of_turn_probability(
-        self, messages: Sequence[ChatMessage], *, warm_reply: bool = True
-    ) -> float:
+    def end_of_turn_probability(self, messages: Sequence[ChatMessage]) -> float:
         self.scored.append(messages[-1].content)
-        self.warmed_reply.append(warm_reply)
         return self.probability
 
     def prefill(self, messages: Sequence[ChatMessage]) -> None:

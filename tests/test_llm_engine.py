@@ -115,32 +115,3 @@ def test_the_same_conversation_gets_the_same_reply(engine: LlamaEngine) -> None:
               for n in range(3)]
     assert len(set(others)) > 1  # sampled: different prompts, different replies
     assert reply(FINISHED) == first
-
-
-def test_a_score_beside_a_streaming_reply_changes_neither(engine: LlamaEngine) -> None:
-    """``concurrent_score``: the score runs on its own thread while the reply streams on
-    another (the pipeline's ``score`` worker). Both give what they give one after the
-    other, and the score then leaves the reply's context alone (``warm_reply=False``)."""
-    other = [SYSTEM, ChatMessage("user", "Turn on the kitchen lights.")]
-    alone_score = engine.end_of_turn_probability(FINISHED, warm_reply=False)
-    alone_reply = "".join(engine.stream(other, max_tokens=24, cancel=threading.Event()))
-    assert engine.concurrent_score
-    for _ in range(3):
-        engine.prefill([SYSTEM, ChatMessage("user", "And he might even")])  # both caches cut
-        scores: list[float] = []
-        started = threading.Event()
-
-        def score(scores: list[float], started: threading.Event) -> None:
-            started.wait(5)
-            scores.extend(engine.end_of_turn_probability(FINISHED, warm_reply=False)
-                          for _ in range(4))
-
-        side = threading.Thread(target=score, args=(scores, started))
-        side.start()
-        pieces = []
-        for piece in engine.stream(other, max_tokens=24, cancel=threading.Event()):
-            pieces.append(piece)
-            started.set()
-        side.join()
-        assert "".join(pieces) == alone_reply
-        assert scores == pytest.approx([alone_score] * 4, abs=1e-9)

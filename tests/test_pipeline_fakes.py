@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator, Sequence
 
 import numpy as np
 
@@ -19,7 +18,7 @@ from tests.fakes import (
     speechlike,
 )
 from voicebox.config import Config, TurnConfig
-from voicebox.engines.protocols import ChatMessage, Transcript
+from voicebox.engines.protocols import Transcript
 from voicebox.events import (
     AudioHealth,
     Event,
@@ -51,10 +50,8 @@ def _run(audio: np.ndarray, *, config: Config | None = None, speed: float = 4.0,
     try:
         return asyncio.run(go()), eng
     finally:
-        for w in (eng.vad_worker, eng.asr_worker, eng.llm_worker, eng.tts_worker,
-                  eng.score_worker):
-            if w is not None:
-                w.close()
+        for w in (eng.vad_worker, eng.asr_worker, eng.llm_worker, eng.tts_worker):
+            w.close()
 
 
 def _names(events: list[Event]) -> list[str]:
@@ -241,67 +238,3 @@ def test_token_counting_stays_off_the_event_loop() -> None:
     assert "PlaybackStarted" in _names(result.events)
     counted = eng.llm.count_threads  # type: ignore[attr-defined]
     assert counted and threading.main_thread().name not in counted
-
-
-class ScoreAfterFirstToken(ScoringLlm):
-    """Its score does not return until the reply's first token is out (at most 2 s), and
-    says whether it saw one: a score run before the reply never does."""
-
-    def __init__(self) -> None:
-        super().__init__(probability=0.9, token_s=0.01)
-        self.first_token = threading.Event()
-        self.saw_first_token: list[bool] = []
-
-    def end_of_turn_probability(
-        self, messages: Sequence[ChatMessage], *, warm_reply: bool = True
-    ) -> float:
-        self.saw_first_token.append(self.first_token.wait(2.0))
-        return super().end_of_turn_probability(messages, warm_reply=warm_reply)
-
-    def stream(
-        self, messages: Sequence[ChatMessage], *, max_tokens: int, cancel: threading.Event
-    ) -> Iterator[str]:
-        for piece in super().stream(messages, max_tokens=max_tokens, cancel=cancel):
-            self.first_token.set()
-            yield piece
-
-
-def _run_scored(score_worker: bool) -> tuple[SimulationResult, ScoreAfterFirstToken]:
-    from voicebox.runtime.workers import EngineWorker
-
-    llm = ScoreAfterFirstToken()
-    eng = fake_engines(llm=llm)
-    if score_worker:
-        eng.score_worker = EngineWorker("score")
-    config = Config(turn=TurnConfig(silence_curve=((0.5, 400), (0.8, 160)), end_of_turn_ms=1500))
-    audio = np.concatenate([silence(0.3), speechlike(0.8), silence(3.0)])
-
-    async def go() -> SimulationResult:
-        return await asyncio.wait_for(
-            simulate(audio, RATE, config=config, vad=EnergyVad(), engines=eng, log=EventLog(),
-                     speed=4.0), timeout=60)
-
-    try:
-        return asyncio.run(go()), llm
-    finally:
-        for w in (eng.vad_worker, eng.asr_worker, eng.llm_worker, eng.tts_worker,
-                  eng.score_worker):
-            if w is not None:
-                w.close()
-
-
-def test_with_a_score_worker_the_reply_streams_while_the_turn_is_scored() -> None:
-    result, llm = _run_scored(score_worker=True)
-    assert llm.saw_first_token == [True]  # the reply did not wait for the score
-    assert llm.warmed_reply == [False]  # and the score kept off the reply's cache
-    ended = [e for e in result.events if isinstance(e, TurnEnded)]
-    assert [e.reason for e in ended] == ["semantic"]  # the score still ended the turn
-    start = next(e for e in result.events if isinstance(e, PlaybackStarted))
-    assert start.stream_s >= ended[0].speech_end_s
-    assert "ReplyDone" in _names(result.events)
-
-
-def test_without_one_the_score_comes_first() -> None:
-    result, llm = _run_scored(score_worker=False)
-    assert llm.saw_first_token == [False] and llm.warmed_reply == [True]
-    assert "ReplyDone" in _names(result.events)

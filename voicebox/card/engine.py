@@ -203,9 +203,7 @@ class CardLlmEngine:
             throttled=throttled,
         )
 
-    def end_of_turn_probability(
-        self, messages: Sequence[ChatMessage], *, warm_reply: bool = True
-    ) -> float:
+    def end_of_turn_probability(self, messages: Sequence[ChatMessage]) -> float:
         """Probability that the last user message is a finished turn (SCORE_NEXT).
 
         The card cuts the prompt right after the user's words and returns the mass of
@@ -220,7 +218,7 @@ class CardLlmEngine:
             "score",
             lambda session: self._driver.score_next(
                 session, messages, reserve_tokens=self._reserve_tokens, end_of_turn=True,
-                warm_reply=warm_reply,
+                warm_reply=True,
             ),
         )
         assert scored.end_of_turn is not None  # the driver checked the answer

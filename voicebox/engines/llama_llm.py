@@ -66,11 +66,6 @@ class LlamaEngine:
     context on the same weights, so neither prompt evicts the other's cache.
     """
 
-    concurrent_score = True
-    """The end-of-turn score may run on a thread of its own while a reply streams: the
-    scoring context has its own KV cache and a lock (``end_of_turn_probability`` with
-    ``warm_reply=False`` leaves the reply's context alone)."""
-
     def __init__(
         self,
         model_path: Path,
@@ -171,23 +166,19 @@ class LlamaEngine:
         finally:
             chunks.close()
 
-    def end_of_turn_probability(
-        self, messages: Sequence[ChatMessage], *, warm_reply: bool = True
-    ) -> float:
+    def end_of_turn_probability(self, messages: Sequence[ChatMessage]) -> float:
         """Probability that the last user message is a finished turn.
 
         The user's words are quoted (``scoring_messages``), the prompt is cut right after
         them, and the mass the model puts on a closing quote, ``.``, ``?``, ``!`` or the
         end-of-message token is returned. Prefix-cached in the scoring context; meanwhile
         the reply's context prefills the bare words (``warm_reply``), as the reply to these
-        messages comes next. ``warm_reply=False`` touches only the scoring context: for a
-        score run beside the reply's own stream (``concurrent_score``).
+        messages comes next.
         """
         tokens = self._user_prefix(scoring_messages(messages))
         if not tokens:
             return 0.0
-        probs = self.next_token_probabilities(
-            tokens, warm_reply=self._user_prefix(messages) if warm_reply else ())
+        probs = self.next_token_probabilities(tokens, warm_reply=self._user_prefix(messages))
         return float(probs[self._eot_ids].sum())
 
     def next_token_probabilities(
@@ -250,10 +241,7 @@ class LlamaEngine:
 
 
 class _ScoringContext:
-    """A second llama.cpp context (own KV cache, shared weights) with prefix re-use.
-
-    Locked: a score on its own thread (``LlamaEngine.concurrent_score``) and a partial's
-    prefill on the LLM's thread may both reach it."""
+    """A second llama.cpp context (own KV cache, shared weights) with prefix re-use."""
 
     def __init__(self, llm: Any) -> None:
         from llama_cpp import _internals
@@ -265,13 +253,8 @@ class _ScoringContext:
         self._n_batch = int(params.n_batch)
         self._n_vocab = int(llm.n_vocab())
         self._tokens: list[int] = []
-        self._lock = threading.Lock()
 
     def probabilities(self, tokens: Sequence[int]) -> np.ndarray[Any, Any]:
-        with self._lock:
-            return self._probabilities(tokens)
-
-    def _probabilities(self, tokens: Sequence[int]) -> np.ndarray[Any, Any]:
         n = reused_prefix(self._tokens, tokens)
         self._tokens = self._tokens[:n]
         self._ctx.kv_cache_seq_rm(-1, n, -1)

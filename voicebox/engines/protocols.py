@@ -118,11 +118,8 @@ class TtsEngine(Protocol):
 class EndOfTurnScorer(Protocol):
     """An LLM that can say whether the user's words so far make a finished turn."""
 
-    def end_of_turn_probability(
-        self, messages: Sequence[ChatMessage], *, warm_reply: bool = True
-    ) -> float:
-        """Probability that the last user message is complete (0..1). ``warm_reply``:
-        also put the bare words in the reply's cache, as the reply comes next."""
+    def end_of_turn_probability(self, messages: Sequence[ChatMessage]) -> float:
+        """Probability that the last user message is complete (0..1)."""
         ...
 
     def prefill(self, messages: Sequence[ChatMessage]) -> None:

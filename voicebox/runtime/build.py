@@ -78,9 +78,6 @@ def load_engines(config: Config) -> tuple[VadEngine, Engines]:
         # the final transcript is decoded, so the end-of-turn score waits only for the
         # slower of the two (the LLM and TTS are idle at that moment).
         turn_worker=EngineWorker("turn") if turn_model is not None else None,
-        # llama.cpp on the host scores in its own context beside the reply's stream; a
-        # card answers one request at a time on its link (and scores in ~3 ms).
-        score_worker=EngineWorker("score") if getattr(llm, "concurrent_score", False) else None,
     )
     return vad, engines
 
@@ -88,7 +85,7 @@ def load_engines(config: Config) -> tuple[VadEngine, Engines]:
 def close_engines(engines: Engines) -> None:
     engines.llm.close()
     for worker in (engines.vad_worker, engines.asr_worker, engines.llm_worker, engines.tts_worker,
-                   engines.turn_worker, engines.score_worker):
+                   engines.turn_worker):
         if worker is not None:
             worker.close()
 
@@ -133,6 +130,3 @@ def warm_up(vad: VadEngine, engines: Engines, system_prompt: str) -> None:
             pass
 
     engines.llm_worker.call(reply)
-    if engines.score_worker is not None and isinstance(llm, EndOfTurnScorer):
-        engines.score_worker.call(
-            lambda: llm.end_of_turn_probability(messages, warm_reply=False))

@@ -14,7 +14,6 @@ from voicebox.audio.resample import resample
 from voicebox.audio.ring import PlaybackBuffer
 from voicebox.engines.protocols import (
     AsrEngine,
-    ChatMessage,
     EndOfTurnScorer,
     FloatAudio,
     LlmEngine,
@@ -46,9 +45,6 @@ class Engines:
     tts_worker: EngineWorker
     turn_model: TurnModel | None = None
     turn_worker: EngineWorker | None = None
-    score_worker: EngineWorker | None = None
-    """Thread for the LLM's end-of-turn score when the engine can score while a reply
-    streams (``concurrent_score``); None: the score runs before the reply, on the LLM's."""
 
 
 class Reply:
@@ -161,44 +157,14 @@ class Reply:
         # On the LLM's thread: trimming counts tokens, which on a card is a round trip
         # that must neither block the event loop nor cross a stream on the same link.
         messages = await eng.llm_worker.run(self._conversation.prompt, transcript)
-        scoring: asyncio.Task[None] | None = None
-        if self._score and eng.score_worker is not None:
-            # Beside the reply: the reply no longer waits 20-60 ms (110 on a cache miss)
-            # for the score, which only decides when it may play.
-            scoring = asyncio.get_running_loop().create_task(self._score_beside(messages))
-        else:
-            if self._score:
-                llm = eng.llm
-                assert isinstance(llm, EndOfTurnScorer)
-                t2 = time.monotonic()
-                self.eot_probability = await eng.llm_worker.run(
-                    llm.end_of_turn_probability, messages)
-                self.eot_compute_ms = _ms(t2)
-            if self._on_scored is not None:
-                self._on_scored(self)
-        try:
-            await self._generate(messages)
-        finally:
-            if scoring is not None:
-                if self._cancel.is_set():
-                    scoring.cancel()  # its thread finishes the score; nobody waits for it
-                else:
-                    await scoring  # its errors are this reply's errors, as before
-        self.generating = False
-
-    async def _score_beside(self, messages: list[ChatMessage]) -> None:
-        eng = self._engines
-        llm = eng.llm
-        assert isinstance(llm, EndOfTurnScorer) and eng.score_worker is not None
-        t0 = time.monotonic()
-        self.eot_probability = await eng.score_worker.run(
-            lambda: llm.end_of_turn_probability(messages, warm_reply=False))
-        self.eot_compute_ms = _ms(t0)
+        if self._score:
+            llm = eng.llm
+            assert isinstance(llm, EndOfTurnScorer)
+            t2 = time.monotonic()
+            self.eot_probability = await eng.llm_worker.run(llm.end_of_turn_probability, messages)
+            self.eot_compute_ms = _ms(t2)
         if self._on_scored is not None:
             self._on_scored(self)
-
-    async def _generate(self, messages: list[ChatMessage]) -> None:
-        eng = self._engines
         splitter = ClauseSplitter()
         whole: list[str] = []
         t1 = time.monotonic()
@@ -227,6 +193,7 @@ class Reply:
                 await self._speak(text)
         for clause in splitter.flush():
             await self._speak(clause)
+        self.generating = False
 
     def _transcribe(self) -> str:
         return self._engines.asr.transcribe(
