@@ -199,9 +199,10 @@ def second_barge_in() -> Scenario:
 def noisy_barge_in(snr_db: float = 15.0) -> Scenario:
     """A barge-in under the noisy turns' background noise: the ``0880`` sentence, then the
     user talks over its reply 1.2 s after it ended with the cards clip 003 (the voice is
-    5-15 dB above the noise in its first 40 ms, 20-30 dB after). Barging in with a clip
-    whose first 100 ms are as quiet as the noise (``004``, ``002``, or ``001``'s click)
-    makes the judge's -40 dBFS label start where no detector can hear speech yet."""
+    5-15 dB above the noise in its first 40 ms, 20-30 dB after). Under the same noise
+    ``004`` and ``002`` stay within 0-6 dB of it for their first 100 ms, and ``001`` opens
+    with a click: the judge's -40 dBFS label (taken before the noise is added) would
+    start where no detector can hear speech yet."""
     c = by_name()
     b = _Builder("noisy_barge_0880").silence(0.5).speech(
         c["sense_and_sensibility_01_austen_64kb-0880"])
