@@ -174,12 +174,18 @@ def barge_in() -> Scenario:
     """A finished sentence, then the user talks over the reply 1.2 s after their turn ended
     (well into the reply: an interruption after only a few hundred ms of reply audio
     counts as a false start and continues the user's turn instead)."""
+    return _talked_over("barge_two_turns", "sense_and_sensibility_01_austen_64kb-0930", "003",
+                        after_s=1.2)
+
+
+def _talked_over(name: str, first: str, second: str, *, after_s: float) -> Scenario:
+    """Clip ``first``, then clip ``second`` talking over its reply ``after_s`` after it
+    ended; the barge-in is labelled at ``second``'s first loud frame."""
     c = by_name()
-    first = c["sense_and_sensibility_01_austen_64kb-0930"]
-    b = _Builder("barge_two_turns").silence(0.5).speech(first)
-    at = b.barge_at(1.2)
-    b.s.barge.append(round(at + speech_bounds(*read_wav(c["003"].path))[0], 3))
-    return b.speech(c["003"]).silence(4.0).done()
+    b = _Builder(name).silence(0.5).speech(c[first])
+    at = b.barge_at(after_s)
+    b.s.barge.append(round(at + speech_bounds(*read_wav(c[second].path))[0], 3))
+    return b.speech(c[second]).silence(4.0).done()
 
 
 def second_barge_in() -> Scenario:
@@ -188,12 +194,8 @@ def second_barge_in() -> Scenario:
     of the reply is not measured by the judge's rule). The user barges in with the cards
     clip 005, whose first word starts at its labelled start; 001 opens with a click
     110 ms before its first word, which the -40 dBFS label would count as the start."""
-    c = by_name()
-    b = _Builder("barge_two_turns_0880").silence(0.5).speech(
-        c["sense_and_sensibility_01_austen_64kb-0880"])
-    at = b.barge_at(1.4)
-    b.s.barge.append(round(at + speech_bounds(*read_wav(c["005"].path))[0], 3))
-    return b.speech(c["005"]).silence(4.0).done()
+    return _talked_over("barge_two_turns_0880", "sense_and_sensibility_01_austen_64kb-0880",
+                        "005", after_s=1.4)
 
 
 def noisy_barge_in(snr_db: float = 15.0) -> Scenario:
@@ -203,12 +205,8 @@ def noisy_barge_in(snr_db: float = 15.0) -> Scenario:
     ``004`` and ``002`` stay within 0-6 dB of it for their first 100 ms, and ``001`` opens
     with a click: the judge's -40 dBFS label (taken before the noise is added) would
     start where no detector can hear speech yet."""
-    c = by_name()
-    b = _Builder("noisy_barge_0880").silence(0.5).speech(
-        c["sense_and_sensibility_01_austen_64kb-0880"])
-    at = b.barge_at(1.2)
-    b.s.barge.append(round(at + speech_bounds(*read_wav(c["003"].path))[0], 3))
-    return add_noise(b.speech(c["003"]).silence(4.0).done(), snr_db)
+    return add_noise(_talked_over("noisy_barge_0880", "sense_and_sensibility_01_austen_64kb-0880",
+                                  "003", after_s=1.2), snr_db)
 
 
 def paused_turns() -> list[Scenario]:
