@@ -55,7 +55,8 @@ class BenchResult:
 
 
 def scenario_set(names: str = "", *, exact: bool = False) -> list[scenarios.Scenario]:
-    """Single turns of every clip, mid-sentence pauses, two barge-ins, noise.
+    """Single turns of every clip, mid-sentence pauses, three barge-ins (one under
+    noise), noisy turns.
 
     ``names`` is a comma-separated list of name fragments (or exact names with ``exact``).
     """
