@@ -17,6 +17,7 @@ from voicebox.config import Config, load_config
 from voicebox.errors import VoiceboxError
 from voicebox.events import (
     Event,
+    IntentRecognized,
     PlaybackStarted,
     ReplyDone,
     SpeechResumed,
@@ -40,16 +41,28 @@ def _add_pipeline_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--vad-model", type=Path, help="silero VAD .onnx")
     p.add_argument("--end-of-turn-ms", type=int, help="silence that ends a turn")
     p.add_argument("--max-reply-tokens", type=int, help="cap on reply length")
+    p.add_argument("--intents", type=Path,
+                   help="hassil intents file (YAML): commands confirmed at once, as events")
 
 
 def _config(args: argparse.Namespace) -> Config:
+    """The settings from ``--config`` and the flags; a bad intents file fails here, before
+    any model loads."""
+    from voicebox.runtime.intents import load_intents
+
+    config = _load(args)
+    load_intents(config)
+    return config
+
+
+def _load(args: argparse.Namespace) -> Config:
     return load_config(
         args.config,
         llm__engine=args.engine, llm__profile=args.profile, llm__device=args.device,
         llm__max_reply_tokens=args.max_reply_tokens,
         models__llm=args.llm_model, models__asr=args.asr_model,
         models__tts=args.tts_model, models__vad=args.vad_model,
-        turn__end_of_turn_ms=args.end_of_turn_ms,
+        turn__end_of_turn_ms=args.end_of_turn_ms, intents__file=args.intents,
     )
 
 
@@ -74,6 +87,9 @@ def _printer(quiet: bool) -> Callable[[Event], None]:
             heard(event.turn, event.stream_s)
         elif isinstance(event, SpeechResumed):
             confirmed.discard(event.turn)
+        elif isinstance(event, IntentRecognized):
+            slots = ", ".join(f"{k}={v}" for k, v in event.slots.items())
+            print(f"[{event.stream_s:7.2f}s] intent:   {event.name}({slots})", flush=True)
         elif isinstance(event, PlaybackStarted):
             print(f"[{event.stream_s:7.2f}s] speaking: latency {event.latency_ms:.0f} ms "
                   "(end of speech to first reply sample)", flush=True)

@@ -148,6 +148,19 @@ class AudioConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class IntentsConfig:
+    """Commands the application knows (``voicebox.runtime.intents``)."""
+
+    file: Path | None = None
+    """A hassil intents file (YAML); None: no intents."""
+    silence_ms: int = 200
+    """Silence that confirms a turn whose words are a whole sentence of an intent."""
+
+    def __post_init__(self) -> None:
+        _check(self.silence_ms > 0, "silence_ms", "must be > 0")
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     """Everything the runtime needs."""
 
@@ -155,6 +168,7 @@ class Config:
     llm: LlmConfig = field(default_factory=LlmConfig)
     audio: AudioConfig = field(default_factory=AudioConfig)
     models: ModelPaths = field(default_factory=ModelPaths)
+    intents: IntentsConfig = field(default_factory=IntentsConfig)
     asr_threads: int = 1
     """Whisper's threads: one (CTranslate2 on two threads was slower here: 236 vs 146 ms)."""
     tts_threads: int | None = None
@@ -186,7 +200,8 @@ class Config:
 
 
 def load_config(path: Path | None, **overrides: Any) -> Config:
-    """Read a TOML file (sections ``turn``, ``llm``, ``audio``, ``models``), then overrides.
+    """Read a TOML file (sections ``turn``, ``llm``, ``audio``, ``models``, ``intents``),
+    then overrides.
 
     ``overrides`` are ``section__field=value`` pairs from the command line; None is ignored.
     """
@@ -201,7 +216,8 @@ def load_config(path: Path | None, **overrides: Any) -> Config:
             continue
         section, _, name = key.partition("__")
         raw.setdefault(section, {})[name] = value
-    sections = {"turn": TurnConfig, "llm": LlmConfig, "audio": AudioConfig, "models": ModelPaths}
+    sections = {"turn": TurnConfig, "llm": LlmConfig, "audio": AudioConfig, "models": ModelPaths,
+                "intents": IntentsConfig}
     kwargs: dict[str, Any] = {}
     for name, cls in sections.items():
         values = raw.pop(name, {})
@@ -210,6 +226,8 @@ def load_config(path: Path | None, **overrides: Any) -> Config:
         _check(not unknown, f"[{name}]", f"has unknown keys: {', '.join(sorted(unknown))}")
         if cls is ModelPaths:
             values = {k: Path(v) for k, v in values.items()}
+        if cls is IntentsConfig and values.get("file") is not None:
+            values["file"] = Path(values["file"])
         try:
             kwargs[name] = cls(**values)
         except TypeError as exc:

@@ -55,7 +55,23 @@ class TurnEnded(Event):
     silence_ms: float
     """Silence after the last speech frame when the decision was taken."""
     reason: str
-    """What decided it: ``silence`` or ``semantic``."""
+    """What decided it: ``silence``, ``semantic`` (the end-of-turn score's silence) or
+    ``intent`` (the words are a whole sentence of a known command)."""
+
+
+@dataclass(frozen=True, slots=True)
+class IntentRecognized(Event):
+    """The confirmed turn is a command the application knows (``[intents] file``)."""
+
+    turn: int
+    name: str
+    """The intent's name in the intents file."""
+    slots: dict[str, str | int | float]
+    """Slot name -> value, e.g. ``{"name": "kitchen lights"}`` or ``{"minutes": 10}``."""
+    text: str
+    """The transcript it was read from. Emitted with ``TurnEnded``; if the user goes on
+    within ``[turn] continuation_ms`` (before the reply is heard), ``ReplyCancelled``
+    ("user continued") follows and the longer turn is read again."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +105,8 @@ class EndOfTurnScored(Event):
     """The audio turn model's probability that the speaker is done (None: not available)."""
     required_silence_ms: float
     """Silence after the last speech frame that will confirm the turn."""
+    intent: str | None = None
+    """The intent the words are a whole sentence of (its silence then applies)."""
 
 
 @dataclass(frozen=True, slots=True)

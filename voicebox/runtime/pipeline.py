@@ -25,6 +25,7 @@ from voicebox.events import (
     EndOfTurnScored,
     Event,
     EventLog,
+    IntentRecognized,
     Interrupted,
     PlaybackStarted,
     ReplyCancelled,
@@ -35,6 +36,7 @@ from voicebox.events import (
     TurnEnded,
 )
 from voicebox.runtime.bargein import EnergyGate
+from voicebox.runtime.intents import load_intents
 from voicebox.runtime.memory import Conversation
 from voicebox.runtime.partials import PartialTranscriber
 from voicebox.runtime.reply import Engines, Reply
@@ -112,6 +114,7 @@ class Pipeline:
         self._gate = EnergyGate() if config.turn.fast_barge_in else None
         self._side_tasks: set[asyncio.Task[None]] = set()
         self._turn_end_s: dict[int, float] = {}
+        self._intents = load_intents(config)
 
     # -- events -----------------------------------------------------------------
 
@@ -231,18 +234,25 @@ class Pipeline:
         if reply.transcribed and not reply.user_text:
             return  # nothing was understood: only the full silence ends this turn
         llm_p, audio_p = reply.eot_probability, reply.audio_eot_probability
-        if (not reply.transcribed or (llm_p is None and reply.scores_llm)
-                or (audio_p is None and self._eng.turn_model)):
+        intent = reply.intent
+        waiting = (llm_p is None and reply.scores_llm) or (
+            audio_p is None and self._eng.turn_model is not None)
+        if not reply.transcribed or (intent is None and waiting):
             return
         reply.scored = True
         cfg = self._cfg.turn
-        score = end_of_turn_score(cfg, llm_p, audio_p)
-        required = required_silence_ms(cfg, score)
+        if intent is not None:  # a known command's words are finished
+            score: float | None = 1.0
+            required = min(self._cfg.intents.silence_ms, cfg.end_of_turn_ms)
+        else:
+            score = end_of_turn_score(cfg, llm_p, audio_p)
+            required = required_silence_ms(cfg, score)
         self._required_silence_ms = float(required)
         n = reply.turn
         self._emit(lambda t, s: EndOfTurnScored(
             t, s, n, round(score or 0.0, 4), None if llm_p is None else round(llm_p, 4),
-            None if audio_p is None else round(audio_p, 4), required))
+            None if audio_p is None else round(audio_p, 4), required,
+            None if intent is None else intent.name))
         self._check_semantic_end()
 
     def _check_semantic_end(self) -> None:
@@ -250,7 +260,7 @@ class Pipeline:
         if reply is None or reply.released or not reply.scored or not self._detector.in_turn:
             return
         if self._detector.silence_ms >= self._required_silence_ms and self._detector.end_now():
-            self._end_turn("semantic")
+            self._end_turn("semantic" if reply.intent is None else "intent")
 
     def _end_turn(self, reason: str = "silence") -> None:
         turn, n = self._detector.turn, self._turn
@@ -260,8 +270,13 @@ class Pipeline:
                                           round(turn.silence_s * 1000, 1), reason))
         if self._reply is None:
             self._start_reply()
-        assert self._reply is not None
-        self._reply.release()
+        reply = self._reply
+        assert reply is not None
+        if reply.intent is not None:
+            intent = reply.intent
+            self._emit(lambda t, s: IntentRecognized(t, s, n, intent.name, dict(intent.slots),
+                                                     intent.text))
+        reply.release()
         self._last_turn_audio = self._turn_audio
         self._since_end = []
         self._turn_audio = []
@@ -303,7 +318,8 @@ class Pipeline:
             conversation=self.conversation,
             playback=self._core.playback, device_rate_hz=self._core.sample_rate_hz,
             max_tokens=self._cfg.llm.max_reply_tokens, stream_tts=self._cfg.llm.stream_tts,
-            score_end_of_turn=self._cfg.turn.semantic, on_scored=self._scored, emit=self._emit,
+            score_end_of_turn=self._cfg.turn.semantic, on_scored=self._scored,
+            intents=self._intents, emit=self._emit,
         )
         reply.task.add_done_callback(self._reply_finished)
         self._reply = reply

@@ -28,6 +28,7 @@ from voicebox.events import (
     TtsFirstAudio,
 )
 from voicebox.runtime.clauses import ClauseSplitter, clean
+from voicebox.runtime.intents import IntentMatch, IntentMatcher
 from voicebox.runtime.memory import Conversation
 from voicebox.runtime.workers import EngineWorker
 
@@ -69,6 +70,7 @@ class Reply:
         stream_tts: bool = True,
         score_end_of_turn: bool = False,
         on_scored: Callable[[Reply], None] | None = None,
+        intents: IntentMatcher | None = None,
         emit: Callable[[Callable[[float, float], Event]], None],
     ) -> None:
         self.turn = turn
@@ -90,8 +92,7 @@ class Reply:
         self._rate = device_rate_hz
         self._max_tokens = max_tokens
         self._stream_tts = stream_tts
-        self._score = score_end_of_turn and isinstance(engines.llm, EndOfTurnScorer)
-        self.scores_llm = self._score
+        self.scores_llm = score_end_of_turn and isinstance(engines.llm, EndOfTurnScorer)
         """The LLM will score the end of turn (the pipeline waits for it)."""
         self.scored = False
         """The pipeline has combined the end-of-turn signals for this reply."""
@@ -101,6 +102,10 @@ class Reply:
         self.eot_compute_ms = 0.0
         self.audio_eot_probability: float | None = None
         """The audio turn model's probability, once scored (set by the pipeline)."""
+        self._intents = intents
+        self.intent: IntentMatch | None = None
+        """The known command the final transcript is a whole sentence of, if any (then the
+        LLM does not score the end of turn: the command's words are finished)."""
         self._emit = emit
         self._held: list[FloatAudio] = []
         self._cancel = threading.Event()
@@ -156,8 +161,12 @@ class Reply:
             return
         # On the LLM's thread: trimming counts tokens, which on a card is a round trip
         # that must neither block the event loop nor cross a stream on the same link.
+        if self._intents is not None:
+            self.intent = await eng.asr_worker.run(self._intents.match, transcript)
+            if self.intent is not None:
+                self.scores_llm = False
         messages = await eng.llm_worker.run(self._conversation.prompt, transcript)
-        if self._score:
+        if self.scores_llm:
             llm = eng.llm
             assert isinstance(llm, EndOfTurnScorer)
             t2 = time.monotonic()

@@ -1,0 +1,180 @@
+"""Known commands (hassil intents): matching, bad files, and the turns they confirm."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.fakes import EnergyVad, FixedAsr, ScoringLlm, fake_engines, silence, speechlike
+from tests.test_cli import assert_one_line_error, good_wav, voicebox  # noqa: F401
+from voicebox.config import Config, ConfigError, IntentsConfig, TurnConfig, load_config
+from voicebox.events import (
+    EndOfTurnScored,
+    Event,
+    EventLog,
+    IntentRecognized,
+    TurnEnded,
+)
+from voicebox.runtime.intents import IntentMatcher
+from voicebox.runtime.session import SimulationResult, simulate
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "configs" / "intents-example.yaml"
+
+
+@pytest.fixture(scope="module")
+def matcher() -> IntentMatcher:
+    return IntentMatcher.from_file(EXAMPLE)
+
+
+@pytest.mark.parametrize(("text", "name", "slots"), [
+    ("Turn on the lights.", "TurnOn", {"device": "lights"}),
+    ("switch the kitchen lights off", "TurnOff", {"device": "kitchen lights"}),
+    ("Stop!", "Stop", {}),
+    ("Set a timer for ten minutes.", "SetTimer", {"minutes": 10}),
+    ("Set a timer for 10 minutes", "SetTimer", {"minutes": 10}),
+    ("Go forward two meters.", "Move", {"direction": "forward", "meters": 2}),
+])
+def test_whole_sentences_match_with_their_slots(
+    matcher: IntentMatcher, text: str, name: str, slots: dict[str, object]
+) -> None:
+    match = matcher.match(text)
+    assert match is not None
+    assert (match.name, match.slots, match.text) == (name, slots, text)
+
+
+@pytest.mark.parametrize("text", [
+    "Turn on the", "set a timer for", "turn on the lights in the kitchen",
+    "What time is it?", "", "   ",
+])
+def test_a_beginning_or_other_words_match_nothing(matcher: IntentMatcher, text: str) -> None:
+    assert matcher.match(text) is None
+
+
+@pytest.mark.parametrize(("content", "fragment"), [
+    ('language: en\nintents:\n  A:\n    data:\n      - sentences: ["turn on {nolist}"]\n',
+     "no list {nolist}"),
+    ('language: en\nintents:\n  A:\n    data:\n      - sentences: ["turn <nothing>"]\n',
+     "no rule <nothing>"),
+    ('language: en\nintents:\n  A:\n    data:\n      - sentences: ["turn on (the"]\n',
+     "end of group"),
+    ("intents: [\n", "not YAML"),
+    ("language: en\nintents: {}\n", "defines no intents"),
+    ("- just\n- a list\n", "needs an 'intents:' mapping"),
+    ("language: en\nintents:\n  A:\n    data: 5\n", "intents file"),
+])
+def test_a_bad_intents_file_is_a_one_line_config_error(
+    tmp_path: Path, content: str, fragment: str
+) -> None:
+    path = tmp_path / "intents.yaml"
+    path.write_text(content, encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        IntentMatcher.from_file(path)
+    message = str(info.value)
+    assert fragment in message and str(path) in message and "\n" not in message
+
+
+def test_a_missing_intents_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="No such file"):
+        IntentMatcher.from_file(tmp_path / "absent.yaml")
+
+
+def test_the_intents_section_of_a_config_file(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(f'[intents]\nfile = "{EXAMPLE}"\nsilence_ms = 150\n', encoding="utf-8")
+    assert load_config(path).intents == IntentsConfig(file=EXAMPLE, silence_ms=150)
+    path.write_text("[intents]\nsilence_ms = 0\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="silence_ms"):
+        load_config(path)
+
+
+def test_cli_rejects_a_bad_intents_file_before_loading_models(
+    tmp_path: Path, good_wav: Path  # noqa: F811
+) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("intents: [\n", encoding="utf-8")
+    p = voicebox("simulate", "--in", str(good_wav), "--out", str(tmp_path / "o.wav"),
+                 "--intents", str(bad), timeout=60)
+    assert_one_line_error(p, "intents file", "not YAML")
+
+
+def _run_fake(text: str, intents: Path | None) -> tuple[list[Event], ScoringLlm]:
+    """One fake turn heard as ``text``; the LLM is unsure (score 0.1), so without an
+    intent the curve's full wait applies."""
+    config = Config(turn=TurnConfig(silence_curve=((0.5, 700), (0.8, 300)), end_of_turn_ms=900),
+                    intents=IntentsConfig(file=intents, silence_ms=120))
+    llm = ScoringLlm(probability=0.1)
+    eng = fake_engines(asr=FixedAsr(text), llm=llm)
+    audio = np.concatenate([silence(0.3), speechlike(0.8), silence(2.0)])
+
+    async def go() -> SimulationResult:
+        return await asyncio.wait_for(
+            simulate(audio, 16_000, config=config, vad=EnergyVad(), engines=eng,
+                     log=EventLog(), speed=4.0),
+            timeout=60,
+        )
+
+    try:
+        return asyncio.run(go()).events, llm
+    finally:
+        for w in (eng.vad_worker, eng.asr_worker, eng.llm_worker, eng.tts_worker):
+            w.close()
+
+
+def test_a_known_command_is_confirmed_after_its_short_silence() -> None:
+    ev, llm = _run_fake("Turn on the lights.", EXAMPLE)
+    scored = [e for e in ev if isinstance(e, EndOfTurnScored)]
+    ended = [e for e in ev if isinstance(e, TurnEnded)]
+    intents = [e for e in ev if isinstance(e, IntentRecognized)]
+    assert [(s.intent, s.required_silence_ms) for s in scored] == [("TurnOn", 120)]
+    assert [(e.reason, e.silence_ms < 300) for e in ended] == [("intent", True)]
+    assert [(i.turn, i.name, i.slots) for i in intents] == [(0, "TurnOn", {"device": "lights"})]
+    assert llm.scored == []  # the command's words need no end-of-turn score
+
+
+def test_other_words_wait_as_the_curve_says() -> None:
+    for intents in (EXAMPLE, None):
+        ev, llm = _run_fake("Turn on the", intents)
+        scored = [e for e in ev if isinstance(e, EndOfTurnScored)]
+        assert [(s.intent, s.required_silence_ms) for s in scored] == [(None, 900)]
+        assert not any(isinstance(e, IntentRecognized) for e in ev)
+        assert llm.scored == ["Turn on the"]
+
+
+@pytest.mark.slow
+def test_a_spoken_command_through_the_real_pipeline(
+    real_engines: tuple[object, object]
+) -> None:
+    """Piper says a command, the real VAD, Whisper and LLM hear it: with the intents file
+    it is confirmed as the command; without, the LLM's score decides as for any words."""
+    vad, engines = real_engines
+    tts = engines.tts  # type: ignore[attr-defined]
+    speech = tts.synthesize("Turn on the kitchen lights.")
+    rate = tts.sample_rate_hz
+    audio = np.concatenate([np.zeros(rate // 2, np.float32), speech,
+                            np.zeros(2 * rate, np.float32)])
+
+    def run(intents: Path | None) -> list[Event]:
+        async def go() -> SimulationResult:
+            return await asyncio.wait_for(
+                simulate(audio, rate, config=Config(intents=IntentsConfig(file=intents)),
+                         vad=vad, engines=engines, log=EventLog()),  # type: ignore[arg-type]
+                timeout=120,
+            )
+        return asyncio.run(go()).events
+
+    ev = run(EXAMPLE)
+    intents = [e for e in ev if isinstance(e, IntentRecognized)]
+    assert [(i.name, i.slots) for i in intents] == [("TurnOn", {"device": "kitchen lights"})]
+    ended = [e for e in ev if isinstance(e, TurnEnded)]
+    assert [e.reason for e in ended] == ["intent"]
+    scored = [e for e in ev if isinstance(e, EndOfTurnScored)]
+    assert scored[-1].required_silence_ms == 200 and scored[-1].llm_probability is None
+
+    ev = run(None)
+    assert not any(isinstance(e, IntentRecognized) for e in ev)
+    scored = [e for e in ev if isinstance(e, EndOfTurnScored)]
+    assert scored[-1].intent is None and scored[-1].llm_probability is not None
+    assert [e.reason for e in ev if isinstance(e, TurnEnded)] != ["intent"]

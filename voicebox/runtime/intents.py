@@ -1,0 +1,137 @@
+"""Commands the application knows, as sentence templates (Home Assistant's hassil).
+
+A final transcript that is a whole sentence of one of these templates ("turn on the
+lights", "set a timer for ten minutes") is a finished turn: it is confirmed after
+``[intents] silence_ms`` instead of the end-of-turn curve's wait, and it reaches the
+application as structured data (``IntentRecognized``: the intent's name and its slot
+values). Words that only begin a template ("turn on the") match nothing, so they wait as
+any other words do. The file is hassil's YAML, for example::
+
+    language: en
+    intents:
+      TurnOn:
+        data:
+          - sentences: ["turn on [the] {name}", "switch on [the] {name}"]
+      Stop:
+        data:
+          - sentences: ["stop", "stop moving"]
+    lists:
+      name:
+        values: ["lights", "kitchen lights", "fan"]
+
+``configs/intents-example.yaml`` holds a fuller one.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from hassil import Intents, recognize
+from hassil.expression import Expression, Group, ListReference, RuleReference
+
+from voicebox.config import Config, ConfigError
+
+SlotValue = str | int | float
+
+_LOGGER = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class IntentMatch:
+    """A transcript that is one whole sentence of an intent."""
+
+    name: str
+    slots: dict[str, SlotValue] = field(default_factory=dict)
+    """Slot name -> value (a list's value, or a number for a range list)."""
+    text: str = ""
+    """The transcript it was read from."""
+
+
+class IntentMatcher:
+    """Reads transcripts against a hassil intents file."""
+
+    def __init__(self, intents: Intents) -> None:
+        self._intents = intents
+
+    @classmethod
+    def from_file(cls, path: Path) -> IntentMatcher:
+        """ConfigError (one line) unless ``path`` is a readable hassil intents file."""
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"intents file {path}: {exc.strerror or exc}") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"intents file {path}: not YAML: {_one_line(exc)}") from None
+        if not isinstance(data, dict) or not isinstance(data.get("intents"), dict):
+            raise ConfigError(f"intents file {path}: needs an 'intents:' mapping (hassil format)")
+        try:
+            intents = Intents.from_dict(data)
+            missing = _missing_references(intents)
+        except Exception as exc:  # hassil raises plain errors for malformed templates
+            raise ConfigError(f"intents file {path}: {_one_line(exc)}") from None
+        if missing:
+            raise ConfigError(f"intents file {path}: {missing}")
+        if not intents.intents:
+            raise ConfigError(f"intents file {path}: defines no intents")
+        return cls(intents)
+
+    def match(self, text: str) -> IntentMatch | None:
+        """The intent ``text`` is a whole sentence of, if any (case and marks ignored)."""
+        words = text.strip()
+        if not words:
+            return None
+        try:
+            result = recognize(words, self._intents)
+        except Exception as exc:  # a template hassil cannot expand: no match, not a crash
+            _LOGGER.warning("intent matching failed on %r: %s", words, _one_line(exc))
+            return None
+        if result is None or result.intent is None:
+            return None
+        slots = {name: _slot_value(e.value) for name, e in result.entities.items()}
+        return IntentMatch(result.intent.name, slots, words)
+
+
+def load_intents(config: Config) -> IntentMatcher | None:
+    """The matcher for ``[intents] file``, or None when no file is configured."""
+    path = config.intents.file
+    return IntentMatcher.from_file(path) if path is not None else None
+
+
+def _missing_references(intents: Intents) -> str | None:
+    """Parse every template; name the first ``{list}`` or ``<rule>`` nothing defines."""
+    for intent in intents.intents.values():
+        for data in intent.data:
+            lists = {*intents.slot_lists, *data.slot_lists, *data.wildcard_list_names}
+            rules = {*intents.expansion_rules, *data.expansion_rules}
+            for sentence in data.sentences:  # parses the template (ParseError if malformed)
+                for ref in _references(sentence.expression):
+                    if isinstance(ref, ListReference) and ref.list_name not in lists:
+                        return f"intent {intent.name}: no list {{{ref.list_name}}}"
+                    if isinstance(ref, RuleReference) and ref.rule_name not in rules:
+                        return f"intent {intent.name}: no rule <{ref.rule_name}>"
+    return None
+
+
+def _references(expr: Expression) -> Iterator[Expression]:
+    if isinstance(expr, (ListReference, RuleReference)):
+        yield expr
+    elif isinstance(expr, Group):
+        for item in expr.items:
+            yield from _references(item)
+
+
+def _slot_value(value: Any) -> SlotValue:
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, (int, float)):
+        return value
+    return str(value)
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
