@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from tests.fakes import EnergyVad, FixedAsr, ScoringLlm, fake_engines, silence, speechlike
 from tests.test_cli import assert_one_line_error, good_wav, voicebox  # noqa: F401
@@ -29,20 +30,61 @@ def matcher() -> IntentMatcher:
     return IntentMatcher.from_file(EXAMPLE)
 
 
-@pytest.mark.parametrize(("text", "name", "slots"), [
-    ("Turn on the lights.", "TurnOn", {"device": "lights"}),
-    ("switch the kitchen lights off", "TurnOff", {"device": "kitchen lights"}),
-    ("Stop!", "Stop", {}),
-    ("Set a timer for ten minutes.", "SetTimer", {"minutes": 10}),
-    ("Set a timer for 10 minutes", "SetTimer", {"minutes": 10}),
-    ("Go forward two meters.", "Move", {"direction": "forward", "meters": 2}),
+@pytest.mark.parametrize(("text", "name", "slots", "could_go_on"), [
+    ("Turn on the lights.", "TurnOn", {"device": "lights"}, False),
+    ("switch the kitchen lights off", "TurnOff", {"device": "kitchen lights"}, False),
+    ("Stop!", "Stop", {}, True),  # "stop moving" is a sentence too
+    ("Stop moving.", "Stop", {}, False),
+    ("Set a timer for ten minutes.", "SetTimer", {"minutes": 10}, False),
+    ("Set a timer for 10 minutes", "SetTimer", {"minutes": 10}, False),
+    ("Go forward", "Move", {"direction": "forward"}, True),  # "go forward two meters"
+    ("Go forward two meters.", "Move", {"direction": "forward", "meters": 2}, False),
+    ("go forward one meter", "Move", {"direction": "forward", "meters": 1}, False),
 ])
 def test_whole_sentences_match_with_their_slots(
-    matcher: IntentMatcher, text: str, name: str, slots: dict[str, object]
+    matcher: IntentMatcher, text: str, name: str, slots: dict[str, object], could_go_on: bool
 ) -> None:
     match = matcher.match(text)
     assert match is not None
-    assert (match.name, match.slots, match.text) == (name, slots, text)
+    assert (match.name, match.slots, match.text, match.open) == (name, slots, text, could_go_on)
+
+
+CARDS = """
+language: en
+intents:
+  Cards:
+    data:
+      - sentences: ["<card>", "<card> <card>", "<card> <card> <card>", "{rank} <card>"]
+  Pass:
+    data:
+      - sentences: ["pass", "say {anything}"]
+        wildcard_lists: ["anything"]
+expansion_rules:
+  card: "{rank} [of] {suit}"
+lists:
+  rank: {values: [ace, two, three, four, five, six, seven, eight, nine, ten, jack, queen, king]}
+  suit: {values: [clubs, hearts, diamonds, spades]}
+  anything: {wildcard: true}
+"""
+
+
+@pytest.mark.parametrize(("text", "could_go_on"), [
+    ("Eight of spades.", True),  # one card of up to three
+    ("eight spades, four of clubs", True),
+    ("Eight of spades, four of clubs, seven of hearts.", False),
+    ("four queen of clubs", False),  # a rank before a card: no longer sentence begins so
+    ("pass", False),
+    ("say hello", True),  # a wildcard takes any more words
+    ("unknown words", True),  # no template takes them: the cautious answer
+])
+def test_whether_words_could_go_on_follows_the_templates(
+    text: str, could_go_on: bool
+) -> None:
+    from hassil import Intents
+
+    from voicebox.runtime.intent_prefix import could_go_on as check
+
+    assert check(Intents.from_dict(yaml.safe_load(CARDS)), text) is could_go_on
 
 
 @pytest.mark.parametrize("text", [
@@ -104,7 +146,7 @@ def _run_fake(text: str, intents: Path | None) -> tuple[list[Event], ScoringLlm]
     """One fake turn heard as ``text``; the LLM is unsure (score 0.1), so without an
     intent the curve's full wait applies."""
     config = Config(turn=TurnConfig(silence_curve=((0.5, 700), (0.8, 300)), end_of_turn_ms=900),
-                    intents=IntentsConfig(file=intents, silence_ms=120))
+                    intents=IntentsConfig(file=intents, silence_ms=120, open_silence_ms=500))
     llm = ScoringLlm(probability=0.1)
     eng = fake_engines(asr=FixedAsr(text), llm=llm)
     audio = np.concatenate([silence(0.3), speechlike(0.8), silence(2.0)])
@@ -132,6 +174,15 @@ def test_a_known_command_is_confirmed_after_its_short_silence() -> None:
     assert [(e.reason, e.silence_ms < 300) for e in ended] == [("intent", True)]
     assert [(i.turn, i.name, i.slots) for i in intents] == [(0, "TurnOn", {"device": "lights"})]
     assert llm.scored == []  # the command's words need no end-of-turn score
+
+
+def test_a_command_that_could_go_on_waits_longer_and_is_scored() -> None:
+    ev, llm = _run_fake("Stop.", EXAMPLE)  # "stop moving" is a command too
+    scored = [e for e in ev if isinstance(e, EndOfTurnScored)]
+    assert [(s.intent, s.required_silence_ms) for s in scored] == [("Stop", 500)]
+    assert [e.reason for e in ev if isinstance(e, TurnEnded)] == ["intent"]
+    assert [i.name for i in ev if isinstance(i, IntentRecognized)] == ["Stop"]
+    assert llm.scored == ["Stop."]
 
 
 def test_other_words_wait_as_the_curve_says() -> None:

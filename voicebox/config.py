@@ -154,10 +154,17 @@ class IntentsConfig:
     file: Path | None = None
     """A hassil intents file (YAML); None: no intents."""
     silence_ms: int = 200
-    """Silence that confirms a turn whose words are a whole sentence of an intent."""
+    """Silence that confirms a turn whose words are a whole sentence of an intent (the
+    silence curve's shortest wait)."""
+    open_silence_ms: int = 650
+    """The most silence a command waits when its words could also begin a longer one
+    ("stop" beside "stop moving"): the end-of-turn curve's wait if shorter. Above the
+    300-600 ms mid-sentence pauses the bench must never answer."""
 
     def __post_init__(self) -> None:
         _check(self.silence_ms > 0, "silence_ms", "must be > 0")
+        _check(self.open_silence_ms >= self.silence_ms, "open_silence_ms",
+               "must be >= silence_ms")
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,8 +4,10 @@ A final transcript that is a whole sentence of one of these templates ("turn on 
 lights", "set a timer for ten minutes") is a finished turn: it is confirmed after
 ``[intents] silence_ms`` instead of the end-of-turn curve's wait, and it reaches the
 application as structured data (``IntentRecognized``: the intent's name and its slot
-values). Words that only begin a template ("turn on the") match nothing, so they wait as
-any other words do. The file is hassil's YAML, for example::
+values). A command that could also begin a longer one of the file ("stop" beside "stop
+moving") waits at most ``[intents] open_silence_ms``, longer than the mid-sentence
+pauses people make (``intent_prefix``). Words that only begin a template ("turn on the")
+match nothing, so they wait as any other words do. The file is hassil's YAML::
 
     language: en
     intents:
@@ -35,6 +37,7 @@ from hassil import Intents, recognize
 from hassil.expression import Expression, Group, ListReference, RuleReference
 
 from voicebox.config import Config, ConfigError
+from voicebox.runtime.intent_prefix import could_go_on
 
 SlotValue = str | int | float
 
@@ -50,6 +53,8 @@ class IntentMatch:
     """Slot name -> value (a list's value, or a number for a range list)."""
     text: str = ""
     """The transcript it was read from."""
+    open: bool = False
+    """The words could also begin a longer sentence of the file ("stop", "stop moving")."""
 
 
 class IntentMatcher:
@@ -93,7 +98,7 @@ class IntentMatcher:
         if result is None or result.intent is None:
             return None
         slots = {name: _slot_value(e.value) for name, e in result.entities.items()}
-        return IntentMatch(result.intent.name, slots, words)
+        return IntentMatch(result.intent.name, slots, words, could_go_on(self._intents, words))
 
 
 def load_intents(config: Config) -> IntentMatcher | None:

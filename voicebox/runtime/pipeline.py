@@ -237,16 +237,18 @@ class Pipeline:
         intent = reply.intent
         waiting = (llm_p is None and reply.scores_llm) or (
             audio_p is None and self._eng.turn_model is not None)
-        if not reply.transcribed or (intent is None and waiting):
+        if not reply.transcribed or ((intent is None or intent.open) and waiting):
             return
         reply.scored = True
         cfg = self._cfg.turn
-        if intent is not None:  # a known command's words are finished
+        if intent is not None and not intent.open:  # a known command, finished
             score: float | None = 1.0
             required = min(self._cfg.intents.silence_ms, cfg.end_of_turn_ms)
         else:
             score = end_of_turn_score(cfg, llm_p, audio_p)
             required = required_silence_ms(cfg, score)
+            if intent is not None:  # a known command that could go on
+                required = min(required, self._cfg.intents.open_silence_ms)
         self._required_silence_ms = float(required)
         n = reply.turn
         self._emit(lambda t, s: EndOfTurnScored(

@@ -105,7 +105,7 @@ class Reply:
         self._intents = intents
         self.intent: IntentMatch | None = None
         """The known command the final transcript is a whole sentence of, if any (then the
-        LLM does not score the end of turn: the command's words are finished)."""
+        LLM does not score the end of turn, unless the words could go on)."""
         self._emit = emit
         self._held: list[FloatAudio] = []
         self._cancel = threading.Event()
@@ -163,7 +163,7 @@ class Reply:
         # that must neither block the event loop nor cross a stream on the same link.
         if self._intents is not None:
             self.intent = await eng.asr_worker.run(self._intents.match, transcript)
-            if self.intent is not None:
+            if self.intent is not None and not self.intent.open:
                 self.scores_llm = False
         messages = await eng.llm_worker.run(self._conversation.prompt, transcript)
         if self.scores_llm:
