@@ -17,6 +17,7 @@ from voicebox.events import (
     Event,
     EventLog,
     IntentRecognized,
+    ReplyDone,
     TurnEnded,
 )
 from voicebox.runtime.intents import IntentMatcher
@@ -174,6 +175,42 @@ def test_a_known_command_is_confirmed_after_its_short_silence() -> None:
     assert [(e.reason, e.silence_ms < 300) for e in ended] == [("intent", True)]
     assert [(i.turn, i.name, i.slots) for i in intents] == [(0, "TurnOn", {"device": "lights"})]
     assert llm.scored == []  # the command's words need no end-of-turn score
+    # The file's response is the reply; the LLM is not asked for one.
+    assert [e.text for e in ev if isinstance(e, ReplyDone)] == ["Turning on the lights."]
+    assert llm.prompts == []
+
+
+def test_without_a_response_the_llm_answers_the_command(tmp_path: Path) -> None:
+    data = yaml.safe_load(EXAMPLE.read_text(encoding="utf-8"))
+    del data["responses"]
+    path = tmp_path / "intents.yaml"
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    ev, llm = _run_fake("Turn on the lights.", path)
+    assert [e.reason for e in ev if isinstance(e, TurnEnded)] == ["intent"]
+    assert [e.text for e in ev if isinstance(e, ReplyDone)] == [llm.reply]
+    assert len(llm.prompts) == 1 and llm.scored == []
+
+
+def test_responses_fill_in_the_slots(matcher: IntentMatcher) -> None:
+    said = {t: m.response for t in ("Set a timer for 10 minutes", "switch off the fan", "Stop")
+            if (m := matcher.match(t)) is not None}
+    assert said == {"Set a timer for 10 minutes": "Timer set for 10 minutes.",
+                    "switch off the fan": "Turning off the fan.", "Stop": "Stopping."}
+
+
+@pytest.mark.parametrize(("responses", "fragment"), [
+    ("responses:\n  Nope: hi\n", "no intent Nope"),
+    ("responses:\n  A: ''\n", "A: must be a non-empty string"),
+    ("responses:\n  A: 'on {'\n", "A: "),
+    ("responses: [1]\n", "must map intent names"),
+])
+def test_bad_responses_are_a_config_error(tmp_path: Path, responses: str, fragment: str) -> None:
+    path = tmp_path / "intents.yaml"
+    path.write_text("language: en\nintents:\n  A:\n    data:\n      - sentences: [stop]\n"
+                    + responses, encoding="utf-8")
+    with pytest.raises(ConfigError, match="responses") as info:
+        IntentMatcher.from_file(path)
+    assert fragment in str(info.value)
 
 
 def test_a_command_that_could_go_on_waits_longer_and_is_scored() -> None:
@@ -223,6 +260,7 @@ def test_a_spoken_command_through_the_real_pipeline(
     assert [e.reason for e in ended] == ["intent"]
     scored = [e for e in ev if isinstance(e, EndOfTurnScored)]
     assert scored[-1].required_silence_ms == 200 and scored[-1].llm_probability is None
+    assert [e.text for e in ev if isinstance(e, ReplyDone)] == ["Turning on the kitchen lights."]
 
     ev = run(None)
     assert not any(isinstance(e, IntentRecognized) for e in ev)

@@ -7,7 +7,8 @@ application as structured data (``IntentRecognized``: the intent's name and its 
 values). A command that could also begin a longer one of the file ("stop" beside "stop
 moving") waits at most ``[intents] open_silence_ms``, longer than the mid-sentence
 pauses people make (``intent_prefix``). Words that only begin a template ("turn on the")
-match nothing, so they wait as any other words do. The file is hassil's YAML::
+match nothing, so they wait as any other words do. An optional ``responses`` mapping
+says what to answer to an intent instead of the LLM's reply. The file is hassil's YAML::
 
     language: en
     intents:
@@ -20,6 +21,8 @@ match nothing, so they wait as any other words do. The file is hassil's YAML::
     lists:
       name:
         values: ["lights", "kitchen lights", "fan"]
+    responses:
+      TurnOn: "Turning on the {name}."
 
 ``configs/intents-example.yaml`` holds a fuller one.
 """
@@ -55,13 +58,16 @@ class IntentMatch:
     """The transcript it was read from."""
     open: bool = False
     """The words could also begin a longer sentence of the file ("stop", "stop moving")."""
+    response: str | None = None
+    """What to say instead of an LLM reply (the file's ``responses``, slots filled in)."""
 
 
 class IntentMatcher:
     """Reads transcripts against a hassil intents file."""
 
-    def __init__(self, intents: Intents) -> None:
+    def __init__(self, intents: Intents, responses: dict[str, str] | None = None) -> None:
         self._intents = intents
+        self._responses = dict(responses or {})
 
     @classmethod
     def from_file(cls, path: Path) -> IntentMatcher:
@@ -74,6 +80,7 @@ class IntentMatcher:
             raise ConfigError(f"intents file {path}: not YAML: {_one_line(exc)}") from None
         if not isinstance(data, dict) or not isinstance(data.get("intents"), dict):
             raise ConfigError(f"intents file {path}: needs an 'intents:' mapping (hassil format)")
+        responses = data.pop("responses", None) or {}
         try:
             intents = Intents.from_dict(data)
             missing = _missing_references(intents)
@@ -83,7 +90,10 @@ class IntentMatcher:
             raise ConfigError(f"intents file {path}: {missing}")
         if not intents.intents:
             raise ConfigError(f"intents file {path}: defines no intents")
-        return cls(intents)
+        problem = _bad_responses(responses, intents)
+        if problem:
+            raise ConfigError(f"intents file {path}: responses: {problem}")
+        return cls(intents, responses)
 
     def match(self, text: str) -> IntentMatch | None:
         """The intent ``text`` is a whole sentence of, if any (case and marks ignored)."""
@@ -97,14 +107,40 @@ class IntentMatcher:
             return None
         if result is None or result.intent is None:
             return None
-        slots = {name: _slot_value(e.value) for name, e in result.entities.items()}
-        return IntentMatch(result.intent.name, slots, words, could_go_on(self._intents, words))
+        name = result.intent.name
+        slots = {slot: _slot_value(e.value) for slot, e in result.entities.items()}
+        template = self._responses.get(name)
+        response = template.format_map(_Slots(slots)) if template else None
+        return IntentMatch(name, slots, words, could_go_on(self._intents, words), response)
 
 
 def load_intents(config: Config) -> IntentMatcher | None:
     """The matcher for ``[intents] file``, or None when no file is configured."""
     path = config.intents.file
     return IntentMatcher.from_file(path) if path is not None else None
+
+
+class _Slots(dict[str, SlotValue]):
+    """Slot values for a response; a slot this match did not fill says nothing."""
+
+    def __missing__(self, key: str) -> str:
+        return ""
+
+
+def _bad_responses(responses: object, intents: Intents) -> str | None:
+    """Why ``responses`` (intent name -> what to say, ``{slot}`` filled in) is unusable."""
+    if not isinstance(responses, dict):
+        return "must map intent names to what to say"
+    for name, text in responses.items():
+        if name not in intents.intents:
+            return f"no intent {name}"
+        if not isinstance(text, str) or not text.strip():
+            return f"{name}: must be a non-empty string"
+        try:
+            text.format_map(_Slots())
+        except (ValueError, IndexError) as exc:
+            return f"{name}: {_one_line(exc)}"
+    return None
 
 
 def _missing_references(intents: Intents) -> str | None:

@@ -159,13 +159,16 @@ class Reply:
         if not transcript:
             self.generating = False
             return
-        # On the LLM's thread: trimming counts tokens, which on a card is a round trip
-        # that must neither block the event loop nor cross a stream on the same link.
         if self._intents is not None:
             self.intent = await eng.asr_worker.run(self._intents.match, transcript)
             if self.intent is not None and not self.intent.open:
                 self.scores_llm = False
-        messages = await eng.llm_worker.run(self._conversation.prompt, transcript)
+        response = self.intent.response if self.intent is not None else None
+        messages = []
+        if self.scores_llm or response is None:
+            # On the LLM's thread: trimming counts tokens, which on a card is a round trip
+            # that must neither block the event loop nor cross a stream on the same link.
+            messages = await eng.llm_worker.run(self._conversation.prompt, transcript)
         if self.scores_llm:
             llm = eng.llm
             assert isinstance(llm, EndOfTurnScorer)
@@ -174,6 +177,10 @@ class Reply:
             self.eot_compute_ms = _ms(t2)
         if self._on_scored is not None:
             self._on_scored(self)
+        if response is not None:  # the intents file says what to answer: no LLM reply
+            await self._speak(response)
+            self.generating = False
+            return
         splitter = ClauseSplitter()
         whole: list[str] = []
         t1 = time.monotonic()
