@@ -6,7 +6,7 @@ default end-of-turn rule and once with `--intents FILE` (default
 `configs/intents-example.yaml`), and prints one row per command:
 
   .venv/bin/python scripts/intents_bench.py [--intents F] [--engine emulated --profile P]
-                                            [--report reports/intents]
+                                            [--silence-ms MS] [--report reports/intents]
 
 The commands: the one real recording of a command in Debian's pocketsphinx-testdata
 (`goforward.raw`, "go forward ten meters"), and commands of the example file spoken by
@@ -66,11 +66,14 @@ def main() -> int:
     ap.add_argument("--config", type=Path)
     ap.add_argument("--engine", choices=["llama", "emulated", "pcie"])
     ap.add_argument("--profile")
+    ap.add_argument("--silence-ms", type=int, default=IntentsConfig().silence_ms,
+                    help="[intents] silence_ms of the run with intents")
     ap.add_argument("--report", type=Path, help="write intents.json and intents.md here")
     args = ap.parse_args()
     base = load_config(args.config, llm__engine=args.engine, llm__profile=args.profile,
                        llm__max_reply_tokens=16)
-    with_intents = replace(base, intents=IntentsConfig(file=args.intents))
+    with_intents = replace(base, intents=IntentsConfig(file=args.intents,
+                                                       silence_ms=args.silence_ms))
     chosen = commands()
     rows: dict[str, dict[str, object]] = {
         sc.name: {"said": sc.texts[0]} for sc in chosen}
@@ -93,7 +96,8 @@ def main() -> int:
     lines.append(f"| **median** | | {medians['default']} | {medians['intents']} |")
     table = "\n".join(lines)
     print(table)
-    summary = {"medians_ms": medians, "intents": str(args.intents), "rows": rows}
+    summary = {"medians_ms": medians, "intents": str(args.intents),
+               "silence_ms": args.silence_ms, "rows": rows}
     print(json.dumps({"medians_ms": medians}))
     if args.report:
         args.report.mkdir(parents=True, exist_ok=True)
