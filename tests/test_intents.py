@@ -267,3 +267,29 @@ def test_a_spoken_command_through_the_real_pipeline(
     scored = [e for e in ev if isinstance(e, EndOfTurnScored)]
     assert scored[-1].intent is None and scored[-1].llm_probability is not None
     assert [e.reason for e in ev if isinstance(e, TurnEnded)] != ["intent"]
+
+
+@pytest.mark.slow
+def test_the_readme_python_example_runs(tmp_path: Path) -> None:
+    """README's "Use from Python" block, on the one recorded command of the test data."""
+    import re
+    import subprocess
+    import sys
+
+    from voicebox.audio.wav import write_wav
+    from voicebox.bench.scenarios import TESTDATA
+
+    root = Path(__file__).resolve().parent.parent
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    code = re.search(r"## Use from Python.*?```python\n(.*?)```", readme, re.S)
+    assert code is not None
+    raw = np.fromfile(TESTDATA / "goforward.raw", dtype="<i2").astype(np.float32) / 32768
+    wav = tmp_path / "in.wav"
+    write_wav(wav, np.concatenate([np.zeros(8000, np.float32), raw,
+                                   np.zeros(48_000, np.float32)]), 16_000)
+    script = code.group(1).replace('"in.wav"', repr(str(wav))).replace(
+        '"out.wav"', repr(str(tmp_path / "out.wav")))
+    p = subprocess.run([sys.executable, "-c", script], cwd=root, capture_output=True,
+                       text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "Move {'direction': 'forward', 'meters': 10}" in p.stdout
