@@ -119,6 +119,17 @@ def test_a_bad_intents_file_is_a_one_line_config_error(
     assert fragment in message and str(path) in message and "\n" not in message
 
 
+def test_digits_match_a_list_of_number_words() -> None:
+    """Whisper writes "10 of clubs"; a template's list may say "ten"."""
+    from hassil import Intents
+
+    cards = IntentMatcher(Intents.from_dict(yaml.safe_load(CARDS)))
+    match = cards.match("10 of clubs.")
+    assert match is not None and match.slots == {"rank": "ten", "suit": "clubs"}
+    assert match.text == "10 of clubs." and match.open  # a second card may follow
+    assert cards.match("11 of clubs") is None
+
+
 def test_a_missing_intents_file_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="No such file"):
         IntentMatcher.from_file(tmp_path / "absent.yaml")

@@ -30,14 +30,16 @@ says what to answer to an intent instead of the LLM's reply. The file is hassil'
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
-from hassil import Intents, recognize
+from hassil import Intents, RecognizeResult, recognize
 from hassil.expression import Expression, Group, ListReference, RuleReference
+from unicode_rbnf import RbnfEngine
 
 from voicebox.config import Config, ConfigError
 from voicebox.runtime.intent_prefix import could_go_on
@@ -68,6 +70,7 @@ class IntentMatcher:
     def __init__(self, intents: Intents, responses: dict[str, str] | None = None) -> None:
         self._intents = intents
         self._responses = dict(responses or {})
+        self._spell = _number_speller(intents.language)
 
     @classmethod
     def from_file(cls, path: Path) -> IntentMatcher:
@@ -100,11 +103,11 @@ class IntentMatcher:
         words = text.strip()
         if not words:
             return None
-        try:
-            result = recognize(words, self._intents)
-        except Exception as exc:  # a template hassil cannot expand: no match, not a crash
-            _LOGGER.warning("intent matching failed on %r: %s", words, _one_line(exc))
-            return None
+        result = self._recognize(words)
+        spell = self._spell
+        if result is None and spell is not None and re.search(r"\d", words):
+            # Whisper writes "10" where a template's list says "ten".
+            result = self._recognize(re.sub(r"\d+", lambda m: spell(int(m[0])), words))
         if result is None or result.intent is None:
             return None
         name = result.intent.name
@@ -112,6 +115,13 @@ class IntentMatcher:
         template = self._responses.get(name)
         response = template.format_map(_Slots(slots)) if template else None
         return IntentMatch(name, slots, words, could_go_on(self._intents, words), response)
+
+    def _recognize(self, words: str) -> RecognizeResult | None:
+        try:
+            return recognize(words, self._intents)
+        except Exception as exc:  # a template hassil cannot expand: no match, not a crash
+            _LOGGER.warning("intent matching failed on %r: %s", words, _one_line(exc))
+            return None
 
 
 def load_intents(config: Config) -> IntentMatcher | None:
@@ -164,6 +174,19 @@ def _references(expr: Expression) -> Iterator[Expression]:
     elif isinstance(expr, Group):
         for item in expr.items:
             yield from _references(item)
+
+
+def _number_speller(language: str) -> Callable[[int], str] | None:
+    """Digits -> words in the file's language (unicode-rbnf, hassil's own), if it has one."""
+    try:
+        engine = RbnfEngine.for_language(language)
+    except Exception:  # a language without spell-out rules: digits stay digits
+        return None
+
+    def spell(n: int) -> str:
+        return str(engine.format_number(n).text).replace("-", " ")
+
+    return spell
 
 
 def _slot_value(value: Any) -> SlotValue:
