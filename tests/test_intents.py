@@ -304,3 +304,20 @@ def test_the_readme_python_example_runs(tmp_path: Path) -> None:
                        text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-2000:]
     assert "Move {'direction': 'forward', 'meters': 10}" in p.stdout
+
+
+def test_cli_reads_sentences_against_an_intents_file(tmp_path: Path) -> None:
+    p = voicebox("intents", str(EXAMPLE), "Turn on the kitchen lights.", "Stop", timeout=60)
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.splitlines()
+    assert lines[0].startswith("'Turn on the kitchen lights.': TurnOn(device=kitchen lights);")
+    assert "finished" in lines[0] and "Turning on the kitchen lights." in lines[0]
+    assert lines[1].startswith("'Stop': Stop();") and "could go on" in lines[1]
+    p = voicebox("intents", str(EXAMPLE), "hello there", timeout=60)
+    assert p.returncode == 1 and "no intent" in p.stdout
+    p = voicebox("intents", str(EXAMPLE), timeout=60)
+    assert p.returncode == 0 and "6 intents: Stop, TurnOn" in p.stdout
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("language: en\nintents:\n  A:\n    data:\n      - sentences: ['{x}']\n",
+                   encoding="utf-8")
+    assert_one_line_error(voicebox("intents", str(bad), timeout=60), "no list {x}")

@@ -170,6 +170,30 @@ def cmd_devices(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_intents(args: argparse.Namespace) -> int:
+    """Check an intents file; read sentences against it as the pipeline would."""
+    from voicebox.runtime.intents import IntentMatcher
+
+    matcher = IntentMatcher.from_file(args.file)
+    if not args.sentences:
+        names = matcher.intent_names
+        print(f"{args.file}: {len(names)} intents: {', '.join(names)}")
+        return 0
+    missed = 0
+    for sentence in args.sentences:
+        match = matcher.match(sentence)
+        if match is None:
+            missed += 1
+            print(f"{sentence!r}: no intent")
+            continue
+        slots = ", ".join(f"{k}={v}" for k, v in match.slots.items())
+        wait = "could go on: the curve's wait, at most open_silence_ms" if match.open else (
+            "finished: silence_ms")
+        said = f"; says {match.response!r}" if match.response else ""
+        print(f"{sentence!r}: {match.name}({slots}); {wait}{said}")
+    return 1 if missed else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="voicebox", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -195,6 +219,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--require-input", action="store_true",
                    help="exit 1 unless a capture device exists")
     p.set_defaults(func=cmd_devices)
+
+    p = sub.add_parser("intents", help="check an intents file, and read sentences against it")
+    p.add_argument("file", type=Path, help="hassil intents file (YAML)")
+    p.add_argument("sentences", nargs="*", help="transcripts to read (exit 1 if one matches "
+                                                "no intent)")
+    p.set_defaults(func=cmd_intents)
 
     for module in ("voicebox.models.cli", "voicebox.card.cli", "voicebox.bench.cli"):
         _register(sub, module)

@@ -98,6 +98,10 @@ class IntentMatcher:
             raise ConfigError(f"intents file {path}: responses: {problem}")
         return cls(intents, responses)
 
+    @property
+    def intent_names(self) -> list[str]:
+        return list(self._intents.intents)
+
     def match(self, text: str) -> IntentMatch | None:
         """The intent ``text`` is a whole sentence of, if any (case and marks ignored)."""
         words = text.strip()
