@@ -12,6 +12,7 @@ import yaml
 from tests.fakes import EnergyVad, FixedAsr, ScoringLlm, fake_engines, silence, speechlike
 from tests.test_cli import assert_one_line_error, good_wav, voicebox  # noqa: F401
 from voicebox.config import Config, ConfigError, IntentsConfig, TurnConfig, load_config
+from voicebox.engines.protocols import Transcript
 from voicebox.events import (
     EndOfTurnScored,
     Event,
@@ -321,3 +322,40 @@ def test_cli_reads_sentences_against_an_intents_file(tmp_path: Path) -> None:
     bad.write_text("language: en\nintents:\n  A:\n    data:\n      - sentences: ['{x}']\n",
                    encoding="utf-8")
     assert_one_line_error(voicebox("intents", str(bad), timeout=60), "no list {x}")
+
+
+class _SlowAsr(FixedAsr):
+    """Hears the words only after ``delay_s`` (a final slower than the turn's end)."""
+
+    def __init__(self, text: str, delay_s: float) -> None:
+        super().__init__(text)
+        self.delay_s = delay_s
+
+    def transcribe(self, audio: np.ndarray, **kwargs: object) -> Transcript:  # type: ignore[override]
+        import time
+
+        time.sleep(self.delay_s)
+        return super().transcribe(audio, **kwargs)  # type: ignore[arg-type]
+
+
+def test_the_intent_is_announced_when_the_turn_ended_before_its_words_were_read() -> None:
+    config = Config(turn=TurnConfig(end_of_turn_ms=300),
+                    intents=IntentsConfig(file=EXAMPLE))
+    eng = fake_engines(asr=_SlowAsr("Turn on the lights.", 0.8), llm=ScoringLlm())
+    audio = np.concatenate([silence(0.3), speechlike(0.8), silence(3.0)])
+
+    async def go() -> SimulationResult:
+        return await asyncio.wait_for(
+            simulate(audio, 16_000, config=config, vad=EnergyVad(), engines=eng,
+                     log=EventLog()), timeout=60)
+
+    try:
+        ev = asyncio.run(go()).events
+    finally:
+        for w in (eng.vad_worker, eng.asr_worker, eng.llm_worker, eng.tts_worker):
+            w.close()
+    names = [type(e).__name__ for e in ev]
+    assert [e.reason for e in ev if isinstance(e, TurnEnded)] == ["silence"]
+    assert names.count("IntentRecognized") == 1
+    assert names.index("TurnEnded") < names.index("TranscriptFinal") < names.index(
+        "IntentRecognized")

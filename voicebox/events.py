@@ -67,9 +67,10 @@ class IntentRecognized(Event):
     name: str
     """The intent's name in the intents file."""
     slots: dict[str, str | int | float]
-    """Slot name -> value, e.g. ``{"name": "kitchen lights"}`` or ``{"minutes": 10}``."""
+    """Slot name -> value, e.g. ``{"device": "kitchen lights"}`` or ``{"minutes": 10}``."""
     text: str
-    """The transcript it was read from. Emitted with ``TurnEnded``; if the user goes on
+    """The transcript it was read from. Emitted after ``TurnEnded`` (or, when the turn
+    ended before its final transcript was in, as soon as it is); if the user goes on
     within ``[turn] continuation_ms`` (before the reply is heard), ``ReplyCancelled``
     ("user continued") follows and the longer turn is read again."""
 

@@ -229,6 +229,8 @@ class Pipeline:
 
     def _scored(self, reply: Reply) -> None:
         """Once every end-of-turn signal is in, set the silence that confirms the turn."""
+        if reply is self._reply and reply.released:
+            self._announce_intent(reply)  # the turn ended before its words were read
         if reply is not self._reply or reply.scored:
             return
         if reply.transcribed and not reply.user_text:
@@ -274,14 +276,20 @@ class Pipeline:
             self._start_reply()
         reply = self._reply
         assert reply is not None
-        if reply.intent is not None:
-            intent = reply.intent
-            self._emit(lambda t, s: IntentRecognized(t, s, n, intent.name, dict(intent.slots),
-                                                     intent.text))
         reply.release()
+        self._announce_intent(reply)
         self._last_turn_audio = self._turn_audio
         self._since_end = []
         self._turn_audio = []
+
+    def _announce_intent(self, reply: Reply) -> None:
+        """``IntentRecognized`` once for a confirmed turn whose words are a known command."""
+        intent = reply.intent
+        if intent is None or reply.intent_announced:
+            return
+        reply.intent_announced = True
+        self._emit(lambda t, s: IntentRecognized(t, s, reply.turn, intent.name,
+                                                 dict(intent.slots), intent.text))
 
     def _continues_last_turn(self) -> bool:
         """Speech soon after a turn ended, while the reply had not yet been heard or had

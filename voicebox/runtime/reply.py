@@ -106,6 +106,8 @@ class Reply:
         self.intent: IntentMatch | None = None
         """The known command the final transcript is a whole sentence of, if any (then the
         LLM does not score the end of turn, unless the words could go on)."""
+        self.intent_announced = False
+        """The pipeline has emitted ``IntentRecognized`` for it."""
         self._emit = emit
         self._held: list[FloatAudio] = []
         self._cancel = threading.Event()
