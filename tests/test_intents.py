@@ -102,6 +102,9 @@ def test_a_beginning_or_other_words_match_nothing(matcher: IntentMatcher, text: 
      "no list {nolist}"),
     ('language: en\nintents:\n  A:\n    data:\n      - sentences: ["turn <nothing>"]\n',
      "no rule <nothing>"),
+    ('language: en\nintents:\n  A:\n    data:\n      - sentences: ["<card>"]\n'
+     'expansion_rules:\n  card: "{rank} of {suit}"\nlists:\n  rank: {values: [ace]}\n',
+     "no list {suit}"),
     ('language: en\nintents:\n  A:\n    data:\n      - sentences: ["turn on (the"]\n',
      "end of group"),
     ("intents: [\n", "not YAML"),

@@ -158,13 +158,15 @@ def _bad_responses(responses: object, intents: Intents) -> str | None:
 
 
 def _missing_references(intents: Intents) -> str | None:
-    """Parse every template; name the first ``{list}`` or ``<rule>`` nothing defines."""
+    """Parse every template and rule; name the first ``{list}`` or ``<rule>`` nothing
+    defines."""
     for intent in intents.intents.values():
         for data in intent.data:
             lists = {*intents.slot_lists, *data.slot_lists, *data.wildcard_list_names}
-            rules = {*intents.expansion_rules, *data.expansion_rules}
-            for sentence in data.sentences:  # parses the template (ParseError if malformed)
-                for ref in _references(sentence.expression):
+            rules = {**intents.expansion_rules, **data.expansion_rules}
+            # data.sentences parses the templates (ParseError if malformed)
+            for expr in [s.expression for s in (*data.sentences, *rules.values())]:
+                for ref in _references(expr):
                     if isinstance(ref, ListReference) and ref.list_name not in lists:
                         return f"intent {intent.name}: no list {{{ref.list_name}}}"
                     if isinstance(ref, RuleReference) and ref.rule_name not in rules:
