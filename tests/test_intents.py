@@ -158,13 +158,15 @@ def test_cli_rejects_a_bad_intents_file_before_loading_models(
     assert_one_line_error(p, "intents file", "not YAML")
 
 
-def _run_fake(text: str, intents: Path | None) -> tuple[list[Event], ScoringLlm]:
+def _run_fake(text: str, intents: Path | None, *, asr: FixedAsr | None = None,
+              config: Config | None = None) -> tuple[list[Event], ScoringLlm]:
     """One fake turn heard as ``text``; the LLM is unsure (score 0.1), so without an
     intent the curve's full wait applies."""
-    config = Config(turn=TurnConfig(silence_curve=((0.5, 700), (0.8, 300)), end_of_turn_ms=900),
-                    intents=IntentsConfig(file=intents, silence_ms=120, open_silence_ms=500))
+    config = config or Config(
+        turn=TurnConfig(silence_curve=((0.5, 700), (0.8, 300)), end_of_turn_ms=900),
+        intents=IntentsConfig(file=intents, silence_ms=120, open_silence_ms=500))
     llm = ScoringLlm(probability=0.1)
-    eng = fake_engines(asr=FixedAsr(text), llm=llm)
+    eng = fake_engines(asr=asr or FixedAsr(text), llm=llm)
     audio = np.concatenate([silence(0.3), speechlike(0.8), silence(2.0)])
 
     async def go() -> SimulationResult:
@@ -342,21 +344,9 @@ class _SlowAsr(FixedAsr):
 
 
 def test_the_intent_is_announced_when_the_turn_ended_before_its_words_were_read() -> None:
-    config = Config(turn=TurnConfig(end_of_turn_ms=300),
-                    intents=IntentsConfig(file=EXAMPLE))
-    eng = fake_engines(asr=_SlowAsr("Turn on the lights.", 0.8), llm=ScoringLlm())
-    audio = np.concatenate([silence(0.3), speechlike(0.8), silence(3.0)])
-
-    async def go() -> SimulationResult:
-        return await asyncio.wait_for(
-            simulate(audio, 16_000, config=config, vad=EnergyVad(), engines=eng,
-                     log=EventLog()), timeout=60)
-
-    try:
-        ev = asyncio.run(go()).events
-    finally:
-        for w in (eng.vad_worker, eng.asr_worker, eng.llm_worker, eng.tts_worker):
-            w.close()
+    text = "Turn on the lights."
+    config = Config(turn=TurnConfig(end_of_turn_ms=300), intents=IntentsConfig(file=EXAMPLE))
+    ev, _ = _run_fake(text, EXAMPLE, asr=_SlowAsr(text, 0.8), config=config)
     names = [type(e).__name__ for e in ev]
     assert [e.reason for e in ev if isinstance(e, TurnEnded)] == ["silence"]
     assert names.count("IntentRecognized") == 1
