@@ -35,7 +35,7 @@ from voicebox.engines.piper_tts import PiperTtsEngine  # noqa: E402
 from voicebox.models.locate import packaged_path  # noqa: E402
 
 SPOKEN = (
-    "Turn on the kitchen lights.", "Stop.", "Stop moving.", "Set a timer for ten minutes.",
+    "Turn on the kitchen lights.", "Stop.", "Go forward.", "Set a timer for ten minutes.",
     "Go forward two meters.", "Switch the fan off.", "Volume up.", "Turn off the radio.",
 )
 RECORDED = ("goforward", TESTDATA / "goforward.raw", "go forward ten meters")
