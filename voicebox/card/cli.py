@@ -28,9 +28,13 @@ def add_subcommands(subparsers: argparse._SubParsersAction[Any]) -> None:
 
     card = subparsers.add_parser("card", help="the emulated card")
     csub = card.add_subparsers(dest="card_command", required=True)
-    serve = csub.add_parser("serve", help="serve an emulated card on a UNIX socket")
+    serve = csub.add_parser("serve", help="serve an emulated card on a UNIX socket or TCP")
     serve.add_argument("--profile", default="hc1-llama3.1-8b", help="firmware profile")
-    serve.add_argument("--socket", type=Path, required=True, help="socket path to serve on")
+    where = serve.add_mutually_exclusive_group(required=True)
+    where.add_argument("--socket", type=Path, help="socket path to serve on")
+    where.add_argument("--tcp", metavar="[HOST:]PORT",
+                       help="serve over TCP (HOST defaults to 127.0.0.1; 0.0.0.0 serves every "
+                            "interface); drivers connect to tcp://HOST:PORT")
     serve.add_argument("--stand-in", type=Path, help="GGUF stand-in (default: SmolLM2-135M)")
     serve.add_argument(
         "--fault",
@@ -44,7 +48,8 @@ def add_subcommands(subparsers: argparse._SubParsersAction[Any]) -> None:
     )
     serve.set_defaults(func=cmd_card_serve)
     status = csub.add_parser("status", help="IDENTIFY and STATUS of a card at a device path")
-    status.add_argument("--device", required=True, help="card device or socket path")
+    status.add_argument("--device", required=True,
+                        help="card device, socket path or tcp://HOST:PORT")
     status.set_defaults(func=cmd_card_status)
 
 
@@ -113,22 +118,24 @@ def cmd_card_serve(args: argparse.Namespace) -> int:
     from voicebox.card.emulator import CardEmulator
     from voicebox.card.faults import parse_fault
     from voicebox.card.standin import LlamaStandIn, check_stand_in
+    from voicebox.card.transport import parse_tcp
     from voicebox.models.locate import packaged_path
 
     profile = find_profile(args.profile)
+    endpoint = parse_tcp(args.tcp) if args.tcp else args.socket
     faults = [parse_fault(f) for f in args.fault]
     path = args.stand_in or packaged_path("llm")
     model = LlamaStandIn(path, context_tokens=max(512, profile.context.context_tokens))
     check_stand_in(profile, model.file_name, model.architecture)
     model.load()
-    emulator = CardEmulator(profile, model, args.socket, pace=not args.no_pace)
+    emulator = CardEmulator(profile, model, endpoint, pace=not args.no_pace)
     for fault in faults:
         emulator.inject(fault)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     with emulator:
         print(
-            f"emulated card {profile.name} serving on {args.socket} "
+            f"emulated card {profile.name} serving on {emulator.address} "
             f"(stand-in {model.file_name}); Ctrl-C to stop",
             flush=True,
         )

@@ -1,4 +1,5 @@
-"""The emulated card: serves the host-card protocol on a UNIX socket, paced to the profile."""
+"""The emulated card: serves the host-card protocol on a UNIX socket (or a TCP address),
+paced to the profile."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from voicebox.card.connection import HostConnection, temp_socket_path
+from voicebox.card.errors import CardLinkError
 from voicebox.card.faults import ArmedFaults, Fault, FaultKind
 from voicebox.card.firmware import EmulatedFirmware, FirmwareError
 from voicebox.card.profile import FirmwareProfile
@@ -29,6 +31,7 @@ from voicebox.card.protocol import (
 )
 from voicebox.card.standin import StandInModel
 from voicebox.card.timing import CardTiming
+from voicebox.card.transport import TcpAddress
 
 __all__ = ["CardEmulator", "temp_socket_path"]
 
@@ -46,14 +49,17 @@ class CardEmulator:
         self,
         profile: FirmwareProfile,
         stand_in: StandInModel,
-        socket_path: Path,
+        endpoint: Path | TcpAddress,
         *,
         pace: bool = True,
         seed: int = 1,
     ) -> None:
         self.firmware = EmulatedFirmware(profile, stand_in)
         self.profile = profile
-        self.socket_path = socket_path
+        self.endpoint = endpoint
+        """A UNIX socket path, or a TCP address (port 0: any free port, see ``address``)."""
+        self.address = str(endpoint)
+        """What a driver connects to (``tcp://HOST:PORT`` with the port bound)."""
         self.pace = pace
         self._rng = random.Random(seed)
         self._faults = ArmedFaults()
@@ -73,20 +79,43 @@ class CardEmulator:
 
     # -- lifecycle -------------------------------------------------------------------
 
+    @property
+    def socket_path(self) -> Path:
+        """The UNIX socket path (an emulator serving TCP has none)."""
+        if not isinstance(self.endpoint, Path):
+            raise CardLinkError(f"the emulated card serves {self.address}, not a UNIX socket")
+        return self.endpoint
+
     def start(self) -> CardEmulator:
         """Listen on the socket and serve connections from background threads."""
-        with contextlib.suppress(FileNotFoundError):
-            self.socket_path.unlink()
-        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        listener.bind(str(self.socket_path))
+        listener = self._listen()
         listener.listen(8)
         listener.settimeout(0.2)
         self._listener = listener
         thread = threading.Thread(target=self._accept, name="card-emu-accept", daemon=True)
         thread.start()
         self._threads.append(thread)
-        _LOGGER.info("emulated card %s on %s", self.profile.name, self.socket_path)
+        _LOGGER.info("emulated card %s on %s", self.profile.name, self.address)
         return self
+
+    def _listen(self) -> socket.socket:
+        endpoint = self.endpoint
+        if isinstance(endpoint, Path):
+            with contextlib.suppress(FileNotFoundError):
+                endpoint.unlink()
+            listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            listener.bind(str(endpoint))
+            return listener
+        family = socket.AF_INET6 if ":" in endpoint.host else socket.AF_INET
+        listener = socket.socket(family, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            listener.bind((endpoint.host, endpoint.port))
+        except OSError as exc:
+            listener.close()
+            raise CardLinkError(f"cannot serve on {endpoint}: {exc.strerror or exc}") from None
+        self.address = str(TcpAddress(endpoint.host, listener.getsockname()[1]))
+        return listener
 
     def stop(self) -> None:
         """Close every connection and the socket; the stand-in model stays loaded."""
@@ -97,8 +126,9 @@ class CardEmulator:
             conn.close()
         for thread in self._threads:
             thread.join(timeout=5.0)
-        with contextlib.suppress(FileNotFoundError):
-            self.socket_path.unlink()
+        if isinstance(self.endpoint, Path):
+            with contextlib.suppress(FileNotFoundError):
+                self.endpoint.unlink()
 
     def __enter__(self) -> CardEmulator:
         return self.start()

@@ -13,6 +13,7 @@ from voicebox.card.errors import CardError
 from voicebox.card.faults import Fault
 from voicebox.card.profile import FirmwareProfile, find_profile
 from voicebox.card.standin import LlamaStandIn, check_stand_in
+from voicebox.card.transport import TcpAddress, parse_tcp
 from voicebox.errors import VoiceboxError
 from voicebox.models.locate import packaged_path
 
@@ -66,7 +67,11 @@ def _emulated(
     )
     check_stand_in(profile, model.file_name, model.architecture)  # before loading weights
     model.load()
-    emulator = CardEmulator(profile, model, Path(device) if device else temp_socket_path())
+    if device and device.startswith("tcp://"):
+        endpoint: Path | TcpAddress = parse_tcp(device)
+    else:
+        endpoint = Path(device) if device else temp_socket_path()
+    emulator = CardEmulator(profile, model, endpoint)
     for fault in faults:
         emulator.inject(fault)
     emulator.start()
@@ -76,7 +81,7 @@ def _emulated(
         model.close()
 
     try:
-        driver = CardDriver(emulator.socket_path, timeouts=EMULATED_TIMEOUTS)
+        driver = CardDriver(emulator.address, timeouts=EMULATED_TIMEOUTS)
         return CardLlmEngine(driver, on_close=shutdown)
     except BaseException:
         shutdown()

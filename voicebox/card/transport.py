@@ -1,4 +1,5 @@
-"""The byte link to a card: a UNIX socket (the emulator) or a character device (a real card)."""
+"""The byte link to a card: a character device (a real card), or the emulator's UNIX socket
+or TCP address (``tcp://HOST:PORT``: an emulator on another machine)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import stat
 import termios
 import tty
 from pathlib import Path
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from voicebox.card.errors import CardLinkError, CardTimeoutError
 
@@ -32,18 +33,48 @@ class Transport(Protocol):
     def close(self) -> None: ...
 
 
-class SocketTransport:
-    """A UNIX stream socket (the emulator's device-like endpoint)."""
+class TcpAddress(NamedTuple):
+    """Where an emulator serves over TCP."""
 
-    def __init__(self, path: str) -> None:
-        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"tcp://{self.host}:{self.port}"
+
+
+LOOPBACK = "127.0.0.1"
+
+
+def parse_tcp(spec: str) -> TcpAddress:
+    """``[tcp://][HOST:]PORT`` (HOST defaults to loopback); CardLinkError if malformed."""
+    rest = spec.removeprefix("tcp://")
+    host, _, port = rest.rpartition(":")
+    host = host.strip("[]") or LOOPBACK
+    if not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise CardLinkError(f"not a TCP address: {spec!r} (want [tcp://][HOST:]PORT)")
+    return TcpAddress(host, int(port))
+
+
+class SocketTransport:
+    """A stream socket to the emulator: its UNIX socket path, or a TCP address."""
+
+    def __init__(self, address: str | TcpAddress) -> None:
+        if isinstance(address, TcpAddress):
+            family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
+            target: str | tuple[str, int] = (address.host, address.port)
+        else:
+            family, target = socket.AF_UNIX, address
+        self._sock = socket.socket(family, socket.SOCK_STREAM)
         self._sock.settimeout(5.0)
         try:
-            self._sock.connect(path)
+            self._sock.connect(target)
         except OSError as exc:
             self._sock.close()
-            raise CardLinkError(f"cannot connect to card socket {path}: {exc}") from exc
-        self.path = path
+            raise CardLinkError(f"cannot connect to card socket {address}: {exc}") from exc
+        if family != socket.AF_UNIX:  # tokens are small frames: send each at once
+            self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.path = str(address)
 
     def write(self, data: bytes, timeout_s: float) -> None:
         self._sock.settimeout(timeout_s)
@@ -115,7 +146,10 @@ class DeviceTransport:
 
 
 def open_transport(device: str | Path) -> Transport:
-    """The transport for ``device``: a UNIX socket path, or a device file (``/dev/...``)."""
+    """The transport for ``device``: a device file (``/dev/...``), a UNIX socket path, or
+    ``tcp://HOST:PORT``."""
+    if str(device).startswith("tcp://"):
+        return SocketTransport(parse_tcp(str(device)))
     path = str(device).removeprefix("unix://")
     try:
         mode = os.stat(path).st_mode
