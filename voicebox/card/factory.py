@@ -39,9 +39,10 @@ def build_card_engine(
 
     ``emulated``: loads the profile (default: the HC1), checks and loads the functional
     stand-in (default: the packaged SmolLM2-135M), serves an emulated card on a UNIX
-    socket (``device`` if given, else a private temp path) and connects the driver to it.
-    ``pcie``: opens ``device`` (required) and, if ``profile`` is given, checks that the
-    card runs that firmware. ``close()`` on the engine stops everything it started.
+    socket or TCP address (``device`` if given, else a private temp path) and connects the
+    driver to it. ``pcie``: opens ``device`` (required: a device file, or ``tcp://HOST:PORT``
+    of a ``voicebox card serve --tcp``) and, if ``profile`` is given, checks that the card
+    runs that firmware. ``close()`` on the engine stops everything it started.
     """
     if engine == "emulated":
         return _emulated(
