@@ -42,6 +42,10 @@ class TcpAddress(NamedTuple):
     def __str__(self) -> str:
         return f"tcp://{self.host}:{self.port}"
 
+    @property
+    def family(self) -> socket.AddressFamily:
+        return socket.AF_INET6 if ":" in self.host else socket.AF_INET
+
 
 LOOPBACK = "127.0.0.1"
 
@@ -61,7 +65,7 @@ class SocketTransport:
 
     def __init__(self, address: str | TcpAddress) -> None:
         if isinstance(address, TcpAddress):
-            family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
+            family = address.family
             target: str | tuple[str, int] = (address.host, address.port)
         else:
             family, target = socket.AF_UNIX, address
