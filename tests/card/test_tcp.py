@@ -109,3 +109,18 @@ def test_card_serve_over_tcp_and_status_from_another_process() -> None:
         [sys.executable, "-m", "voicebox", "card", "status", "--device", "tcp://nowhere:x"],
         capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
     assert_one_line_error(bad, "not a TCP address")
+
+
+@pytest.mark.slow
+def test_the_emulated_engine_can_serve_its_card_over_tcp() -> None:
+    """`--engine emulated --device tcp://127.0.0.1:0`: the real stand-in, over loopback."""
+    from voicebox.card.factory import build_card_engine
+
+    engine = build_card_engine("emulated", None, f"tcp://{LOOPBACK}:0")
+    try:
+        assert engine.identity.profile == "hc1-llama3.1-8b"
+        messages = [ChatMessage("system", "Be brief."), ChatMessage("user", "Hi")]
+        reply = "".join(engine.stream(messages, max_tokens=8, cancel=threading.Event()))
+        assert reply.strip()
+    finally:
+        engine.close()
