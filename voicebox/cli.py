@@ -50,13 +50,7 @@ def _config(args: argparse.Namespace) -> Config:
     any model loads."""
     from voicebox.runtime.intents import load_intents
 
-    config = _load(args)
-    load_intents(config)
-    return config
-
-
-def _load(args: argparse.Namespace) -> Config:
-    return load_config(
+    config = load_config(
         args.config,
         llm__engine=args.engine, llm__profile=args.profile, llm__device=args.device,
         llm__max_reply_tokens=args.max_reply_tokens,
@@ -64,6 +58,8 @@ def _load(args: argparse.Namespace) -> Config:
         models__tts=args.tts_model, models__vad=args.vad_model,
         turn__end_of_turn_ms=args.end_of_turn_ms, intents__file=args.intents,
     )
+    load_intents(config)
+    return config
 
 
 def _printer(quiet: bool) -> Callable[[Event], None]:
