@@ -30,8 +30,9 @@ class FakeStream:
     """Calls the callback every block from its own thread, like PortAudio."""
 
     def __init__(self, *, samplerate: int, blocksize: int, callback: Any, channels: Any,
-                 **_: Any) -> None:
+                 stop_after: int | None = None, **_: Any) -> None:
         self.rate, self.block, self.callback = samplerate, blocksize, callback
+        self.stop_after = stop_after
         self.out_channels = channels[1]
         self.active = False
         self.latency = (0.01, 0.01)
@@ -50,6 +51,8 @@ class FakeStream:
             self.callback(indata, outdata, self.block, None, None)
             self.loud_out += int(np.abs(outdata).max() > 0.01)
             self.calls += 1
+            if self.calls == self.stop_after:  # as PortAudio's ALSA stream after an xrun
+                self.active = False
             time.sleep(self.block / self.rate)
 
     def __enter__(self) -> FakeStream:
@@ -62,17 +65,28 @@ class FakeStream:
         self._thread.join(timeout=2)
 
 
-def _fake_sd(streams: list[FakeStream]) -> SimpleNamespace:
+def _fake_sd(streams: list[FakeStream], *, rates: tuple[int, ...] = (44100, 48000),
+             stop_after: list[int | None] | None = None) -> SimpleNamespace:
+    """A PortAudio whose device defaults to 44.1 kHz and takes ``rates``; stream ``i``
+    stops by itself after ``stop_after[i]`` callbacks."""
     def query_devices(device: object = None, kind: str | None = None) -> Any:
         info = {"name": "fake", "index": 0, "max_input_channels": 1,
-                "max_output_channels": 2, "default_samplerate": 48000.0}
+                "max_output_channels": 2, "default_samplerate": 44100.0}
         return info if kind else [info]
 
+    def check_settings(*, samplerate: float, **_: Any) -> None:
+        if samplerate not in rates:
+            raise RuntimeError("Invalid sample rate [PaErrorCode -9997]")
+
     def make_stream(**kwargs: Any) -> FakeStream:
-        streams.append(FakeStream(**kwargs))
+        plan = stop_after or []
+        after = plan[len(streams)] if len(streams) < len(plan) else None
+        streams.append(FakeStream(stop_after=after, **kwargs))
         return streams[-1]
 
     return SimpleNamespace(query_devices=query_devices, Stream=make_stream,
+                           check_input_settings=check_settings,
+                           check_output_settings=check_settings,
                            default=SimpleNamespace(device=(0, 0)))
 
 
@@ -103,7 +117,7 @@ def test_listen_answers_on_the_card_and_stops_on_sigterm(monkeypatch: pytest.Mon
 def test_list_devices_and_missing_device(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(devices, "_sounddevice", lambda: _fake_sd([]))
     listed = devices.list_devices()
-    assert listed[0].default_rate_hz == 48000 and listed[0].is_default_output
+    assert listed[0].default_rate_hz == 44100 and listed[0].is_default_output
 
     def broken(device: object = None, kind: str | None = None) -> Any:
         raise RuntimeError("Error querying device -1")
@@ -113,3 +127,38 @@ def test_list_devices_and_missing_device(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setattr(devices, "_sounddevice", lambda: fake)
     with pytest.raises(DeviceError, match="no usable audio device"):
         devices.SoundDevice()
+
+
+def test_48_khz_when_the_device_takes_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(devices, "_sounddevice", lambda: _fake_sd([]))
+    assert devices.SoundDevice().sample_rate_hz == 48000
+    monkeypatch.setattr(devices, "_sounddevice", lambda: _fake_sd([], rates=(44100,)))
+    assert devices.SoundDevice().sample_rate_hz == 44100  # the device's default
+    assert devices.SoundDevice(sample_rate_hz=16000).sample_rate_hz == 16000
+
+
+async def _run_device(device: devices.SoundDevice, seconds: float) -> None:
+    stop = asyncio.Event()
+    asyncio.get_running_loop().call_later(seconds, stop.set)
+    await asyncio.wait_for(device.run(lambda: None, stop), timeout=seconds + 10)
+
+
+def test_a_stream_that_stops_by_itself_is_reopened(monkeypatch: pytest.MonkeyPatch) -> None:
+    streams: list[FakeStream] = []
+    monkeypatch.setattr(devices, "_sounddevice", lambda: _fake_sd(streams, stop_after=[20]))
+    opened: list[str] = []
+    device = devices.SoundDevice(on_open=opened.append)
+    asyncio.run(_run_device(device, 1.5))
+    assert len(streams) == 2 and device.restarts == 1
+    assert streams[1].calls > 20  # the second stream ran on
+    assert len(opened) == 1 and opened[0].startswith("48000 Hz, 480-sample blocks")
+
+
+def test_a_stream_that_keeps_stopping_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    streams: list[FakeStream] = []
+    monkeypatch.setattr(devices, "_sounddevice",
+                        lambda: _fake_sd(streams, stop_after=[2] * 10))
+    device = devices.SoundDevice()
+    with pytest.raises(DeviceError, match="stopped 4 times"):
+        asyncio.run(_run_device(device, 5))
+    assert len(streams) == devices.MAX_RESTARTS + 1

@@ -137,10 +137,11 @@ def cmd_listen(args: argparse.Namespace) -> int:
     device = SoundDevice(
         input_device=args.input_device, output_device=args.output_device,
         sample_rate_hz=config.audio.sample_rate_hz, block_ms=config.audio.block_ms,
+        on_open=lambda opened: print(f"listening ({opened}); Ctrl-C to stop", flush=True),
     )
+    print("loading models", flush=True)
     vad, engines = load_engines(config)
     log = EventLog(args.events, [_printer(False)])
-    print("listening; Ctrl-C to stop", flush=True)
     try:
         asyncio.run(listen(device, config=config, vad=vad, engines=engines, log=log))
     finally:

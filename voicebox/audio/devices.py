@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -14,6 +15,12 @@ from voicebox.audio.ring import DuplexCore
 from voicebox.errors import DeviceError
 
 _LOGGER = logging.getLogger(__name__)
+
+PREFERRED_RATE_HZ = 48000
+MAX_RESTARTS = 3
+"""Streams that stop by themselves within ``RESTART_WINDOW_S`` before the device counts
+as gone."""
+RESTART_WINDOW_S = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +73,10 @@ class SoundDevice:
         output_device: int | str | None = None,
         sample_rate_hz: int | None = None,
         block_ms: float = 10.0,
+        on_open: Callable[[str], None] | None = None,
     ) -> None:
+        """``on_open`` is called with a one-line description (rates, buffer latencies) once
+        the stream runs: the moment the assistant can hear."""
         sd = _sounddevice()
         try:
             in_info = sd.query_devices(input_device, "input")
@@ -76,21 +86,42 @@ class SoundDevice:
                 f"no usable audio device ({exc}); see `voicebox devices`, "
                 "or run `voicebox simulate` without one"
             ) from None
-        rate = sample_rate_hz or int(out_info["default_samplerate"])
-        block = max(1, round(rate * block_ms / 1000))
-        self.sample_rate_hz = rate
-        self.core = DuplexCore(rate, block)
         self._sd = sd
         self._devices = (in_info["index"], out_info["index"])
         self._out_channels = min(2, int(out_info["max_output_channels"]))
+        rate = sample_rate_hz or self._preferred_rate(int(out_info["default_samplerate"]))
+        block = max(1, round(rate * block_ms / 1000))
+        self.sample_rate_hz = rate
+        self.core = DuplexCore(rate, block)
         self._mono_out = np.zeros(block, dtype=np.float32)
-        self.status_flags = 0
+        self._on_open = on_open
+        self.restarts = 0
+        """Times the stream stopped by itself and was reopened."""
 
     @property
     def block_samples(self) -> int:
         return self.core.block_samples
 
+    def _preferred_rate(self, default_hz: int) -> int:
+        """48 kHz when both sides take it, else the output's default rate.
+
+        48 kHz is what sound servers (PipeWire, most PulseAudio setups) and most codecs
+        run at. Through ALSA's pulse plugin a device reports 44.1 kHz, and PortAudio 19.6's
+        ALSA duplex stream at 44.1 kHz on a 48 kHz server stopped after its first callback
+        (scripts/listen_pulse.py); at 48 kHz it runs on either server rate."""
+        try:
+            self._sd.check_input_settings(device=self._devices[0], channels=1,
+                                          samplerate=PREFERRED_RATE_HZ, dtype="float32")
+            self._sd.check_output_settings(device=self._devices[1],
+                                           channels=self._out_channels,
+                                           samplerate=PREFERRED_RATE_HZ, dtype="float32")
+        except Exception:  # PortAudioError: the rate is refused
+            return default_hz
+        return PREFERRED_RATE_HZ
+
     async def run(self, on_block: Callable[[], None], stop: asyncio.Event) -> None:
+        """Run the stream until ``stop``; reopen it when it stops by itself (an xrun can
+        end a PortAudio ALSA stream), and give up if that keeps happening."""
         loop = asyncio.get_running_loop()
         core, mono_out = self.core, self._mono_out
 
@@ -101,18 +132,38 @@ class SoundDevice:
             outdata[:] = mono_out[:frames, None]
             loop.call_soon_threadsafe(on_block)
 
+        stopped_at: list[float] = []
+        while not stop.is_set():
+            stream = self._open(callback)
+            with stream:
+                if not stopped_at:
+                    self._announce(stream)
+                while not stop.is_set() and stream.active:
+                    await asyncio.sleep(0.2)
+            if stop.is_set():
+                return
+            now = time.monotonic()
+            stopped_at = [t for t in stopped_at if now - t < RESTART_WINDOW_S] + [now]
+            if len(stopped_at) > MAX_RESTARTS:
+                raise DeviceError(f"audio device stopped {len(stopped_at)} times in "
+                                  f"{RESTART_WINDOW_S:.0f} s (unplugged?)")
+            self.restarts += 1
+            _LOGGER.warning("audio stream stopped by itself (an xrun?); reopening it")
+
+    def _open(self, callback: Callable[..., None]) -> Any:
         try:
-            stream = self._sd.Stream(
-                samplerate=self.sample_rate_hz, blocksize=core.block_samples,
+            return self._sd.Stream(
+                samplerate=self.sample_rate_hz, blocksize=self.core.block_samples,
                 device=self._devices, channels=(1, self._out_channels),
                 dtype="float32", latency="low", callback=callback,
             )
         except Exception as exc:  # PortAudioError: unplugged, busy, format refused
             raise DeviceError(f"cannot open audio device: {exc}") from None
-        with stream:
-            _LOGGER.info("audio: %d Hz, %d-sample blocks, latency %s", self.sample_rate_hz,
-                         core.block_samples, stream.latency)
-            while not stop.is_set():
-                await asyncio.sleep(0.2)
-                if not stream.active:
-                    raise DeviceError("audio device stopped (unplugged?)")
+
+    def _announce(self, stream: Any) -> None:
+        in_s, out_s = stream.latency
+        opened = (f"{self.sample_rate_hz} Hz, {self.core.block_samples}-sample blocks, "
+                  f"latency in {in_s * 1000:.0f} ms / out {out_s * 1000:.0f} ms")
+        _LOGGER.info("audio: %s", opened)
+        if self._on_open is not None:
+            self._on_open(opened)
