@@ -42,14 +42,20 @@ from voicebox.errors import VoiceboxError
 
 ROOM_HZ = 48000
 """The room's rate: a common sound-card rate, so PortAudio opens the stream at it."""
-ROOM = f"""
-load-module module-native-protocol-unix auth-anonymous=1
-load-module module-null-sink sink_name=room rate={ROOM_HZ} channels=2 channel_map=front-left,front-right
-load-module module-remap-source source_name=mic master=room.monitor channels=1 master_channel_map=front-left channel_map=mono remix=no
-load-module module-remap-sink sink_name=speaker master=room channels=1 master_channel_map=front-right channel_map=mono remix=no
-set-default-source mic
-set-default-sink speaker
-"""
+ROOM = "\n".join([
+    "load-module module-native-protocol-unix auth-anonymous=1",
+    f"load-module module-null-sink sink_name=room rate={ROOM_HZ} channels=2"
+    " channel_map=front-left,front-right",
+    "load-module module-remap-source source_name=mic master=room.monitor channels=1"
+    " master_channel_map=front-left channel_map=mono remix=no",
+    "load-module module-remap-sink sink_name=speaker master=room channels=1"
+    " master_channel_map=front-right channel_map=mono remix=no",
+    "set-default-source mic",
+    "set-default-sink speaker",
+    "",
+])
+"""The server's startup script: the room, the microphone that hears its left channel and
+the speaker that plays into its right one."""
 MIN_MATCH = 0.9
 """Normalised correlation below which the input was not found in the recording (the
 server's copy of it, resampled back, correlates at 0.99 or more)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -139,7 +140,8 @@ class SoundDevice:
                 if not stopped_at:
                     self._announce(stream)
                 while not stop.is_set() and stream.active:
-                    await asyncio.sleep(0.2)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), timeout=0.2)
             if stop.is_set():
                 return
             now = time.monotonic()
