@@ -8,7 +8,7 @@ run_main=1
 
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-apt_pkgs="libportaudio2 pocketsphinx-testdata cmake build-essential"
+apt_pkgs="libportaudio2 pocketsphinx-testdata cmake build-essential pulseaudio pulseaudio-utils libasound2-plugins"
 missing=""
 for p in $apt_pkgs; do
   dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
 
 import numpy as np
 import pytest
 
+from voicebox.audio.resample import resample
 from voicebox.bench import scenarios
+from voicebox.bench.score import score
 from voicebox.config import Config
 from voicebox.events import (
     Event,
@@ -86,6 +89,26 @@ def test_recorded_utterance_gets_a_spoken_reply(real_engines: tuple[object, obje
     assert np.sqrt((after[:16000] ** 2).mean()) > 0.01
     ended = _first(ev, TurnEnded)
     assert abs(ended.speech_end_s - end) < 0.3  # type: ignore[attr-defined]
+
+
+def test_barge_in_at_a_sound_cards_rate_pauses_before_the_vad_confirms(
+    real_engines: tuple[object, object],
+) -> None:
+    """At 48 kHz the microphone stream is resampled for the VAD: the energy gate must still
+    see every block (soxr's stream mode once released it in 30 ms bursts, and the gate,
+    which wants two loud blocks in a row, never fired: the reply stopped only when the VAD
+    confirmed the barge-in, ~200 ms late)."""
+    scenario = scenarios.barge_in()
+    card = dataclasses.replace(scenario, audio=resample(scenario.audio, scenario.rate_hz, 48000),
+                               rate_hz=48000)
+    result = _simulate(card, real_engines)
+    labels = {"turns": scenario.turns, "barge": scenario.barge}
+    scored = score(scenario.name, labels, result.output, result.sample_rate_hz, result.events)
+    inter = _first(result.events, Interrupted)
+    (stop_ms,) = scored.barge_stop_ms
+    assert stop_ms is not None and stop_ms < 100
+    # Quiet before the VAD confirmed: the gate paused it, not the interruption.
+    assert scenario.barge[0] + stop_ms / 1000 < inter.stream_s  # type: ignore[attr-defined]
 
 
 def test_barge_in_stops_the_reply(real_engines: tuple[object, object]) -> None:

@@ -183,6 +183,36 @@ def test_energy_gate_ignores_steady_noise_and_catches_an_onset() -> None:
     assert not gate.loud(speech[1] * 0.9, track_floor=False)
 
 
+def test_energy_gate_is_not_reset_by_an_empty_block() -> None:
+    from voicebox.runtime.bargein import EnergyGate
+
+    gate = EnergyGate(rise_db=12, min_dbfs=-45, blocks=2)
+    assert not gate.loud(np.zeros(160, np.float32), track_floor=True)
+    loud = (0.2 * np.random.default_rng(4).standard_normal(480)).astype(np.float32)
+    empty = np.zeros(0, np.float32)
+    assert [gate.loud(b, track_floor=False) for b in (loud, empty, loud)] == [False, False, True]
+
+
+@pytest.mark.parametrize("rate", [48000, 44100])
+def test_stream_resampler_gives_every_block_its_share_at_once(rate: int) -> None:
+    from voicebox.audio.resample import StreamResampler
+
+    t = np.arange(rate) / rate
+    tone = (0.5 * np.sin(2 * np.pi * 1000 * t)).astype(np.float32)
+    stream = StreamResampler(rate, 16000)
+    block = rate // 100
+    sizes, out = [], []
+    for i in range(0, rate, block):
+        piece = stream.process(tone[i : i + block])
+        sizes.append(piece.size)
+        out.append(piece)
+    # After the first block (the filter's few ms of delay), 10 ms in, 10 ms out, each time.
+    assert all(159 <= n <= 161 for n in sizes[1:])
+    assert 16000 - 80 <= sum(sizes) <= 16000
+    steady = np.concatenate(out)[1600:]
+    assert abs(float(np.sqrt((steady**2).mean())) - 0.5 / np.sqrt(2)) < 0.01
+
+
 def test_clauses_cap_run_on_sentences() -> None:
     sp = ClauseSplitter(first_max_words=3, max_words=5)
     out = sp.feed("Well I think " + " ".join(f"w{i}" for i in range(12)) + " ")

@@ -1,11 +1,17 @@
-"""Sample-rate conversion with soxr (streaming for the microphone, one-shot for TTS)."""
+"""Sample-rate conversion: soxr for whole buffers (TTS clauses), libsamplerate for the
+microphone stream."""
 
 from __future__ import annotations
 
 import numpy as np
+import samplerate
 import soxr
 
 from voicebox.engines.protocols import FloatAudio
+
+STREAM_CONVERTER = "sinc_medium"
+"""libsamplerate's band-limited sinc converter (97 dB SNR, 90 % of the band): about 3 ms
+of delay, under 0.1 ms of compute per 10 ms block."""
 
 
 def resample(audio: FloatAudio, from_hz: int, to_hz: int) -> FloatAudio:
@@ -17,15 +23,21 @@ def resample(audio: FloatAudio, from_hz: int, to_hz: int) -> FloatAudio:
 
 
 class StreamResampler:
-    """Convert a continuous stream block by block without edge clicks."""
+    """Convert a continuous stream block by block, each block out as soon as it is in.
+
+    soxr's streaming mode released 48 kHz microphone audio in ~30 ms bursts (a 490-sample
+    chunk every third 10 ms block at HQ): the VAD heard the user up to 30 ms late and the
+    barge-in gate, which wants two loud blocks in a row, saw an empty block between any
+    two and never fired (scripts/listen_pulse.py). libsamplerate returns every block's
+    share at once."""
 
     def __init__(self, from_hz: int, to_hz: int) -> None:
-        self._passthrough = from_hz == to_hz
-        self._stream = None if self._passthrough else soxr.ResampleStream(
-            from_hz, to_hz, 1, dtype="float32", quality="HQ"
-        )
+        self._ratio = to_hz / from_hz
+        self._stream = None if from_hz == to_hz else samplerate.Resampler(
+            STREAM_CONVERTER, channels=1)
 
     def process(self, block: FloatAudio) -> FloatAudio:
         if self._stream is None:
             return block
-        return np.asarray(self._stream.resample_chunk(block), dtype=np.float32)
+        out = self._stream.process(np.asarray(block, dtype=np.float32), self._ratio)
+        return np.asarray(out, dtype=np.float32)

@@ -11,10 +11,13 @@ device, a headset, or hardware echo cancellation); ``listen`` turns it off other
 
 from __future__ import annotations
 
+import logging
 import math
 
 from voicebox.audio.ring import PlaybackBuffer
 from voicebox.engines.protocols import FloatAudio
+
+_LOGGER = logging.getLogger(__name__)
 
 
 class EnergyGate:
@@ -37,7 +40,10 @@ class EnergyGate:
         return math.sqrt(float((block * block).mean())) if block.size else 0.0
 
     def loud(self, block: FloatAudio, *, track_floor: bool) -> bool:
-        """True once ``blocks`` consecutive blocks stand clearly above the noise floor."""
+        """True once ``blocks`` consecutive blocks stand clearly above the noise floor. An
+        empty block (a resampler that had nothing to give yet) changes nothing."""
+        if block.size == 0:
+            return self._run >= self._need
         rms = self.level(block)
         if self._floor is None:
             self._floor = rms
@@ -65,7 +71,10 @@ class EnergyGate:
                 playback.paused = True
                 self.ducked_at = now_s
                 self.ducked_level = self.level(block)
+                _LOGGER.debug("reply paused at %.2f s: input %.4f over floor %.4f",
+                              now_s, self.ducked_level, self._floor)
         elif now_s - self.ducked_at > self.confirm_s or not playing:
+            _LOGGER.debug("reply resumed at %.2f s", now_s)
             playback.paused = False
             self.ducked_at = None
             self.false_alarm(self.ducked_level)

@@ -1,0 +1,90 @@
+"""`voicebox listen` on a real audio stack: PortAudio, ALSA's pulse plugin and a private
+PulseAudio server (scripts/listen_pulse.py). The real sibling of tests/test_devices.py,
+whose PortAudio is a fake."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import pytest
+
+from tests.clips import needs_testdata, read_clip
+from voicebox.audio.resample import resample
+from voicebox.audio.wav import read_wav
+from voicebox.bench import scenarios
+from voicebox.bench.score import score
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "scripts" / "listen_pulse.py"
+
+needs_pulse = pytest.mark.skipif(
+    any(shutil.which(t) is None for t in ("pulseaudio", "paplay", "parec")),
+    reason="apt packages pulseaudio / pulseaudio-utils missing (scripts/setup.sh installs them)",
+)
+
+
+def _harness() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("listen_pulse", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@needs_testdata
+@needs_pulse
+def test_listen_answers_and_yields_to_a_barge_in_through_pulseaudio(tmp_path: Path) -> None:
+    scenario = scenarios.barge_in()  # a sentence, then cards 003 over the reply
+    wav = scenario.write(tmp_path)
+    labels = json.loads(wav.with_suffix(".json").read_text())
+    out, events = tmp_path / "out.wav", tmp_path / "events.jsonl"
+    p = subprocess.run(
+        [sys.executable, str(SCRIPT), "--in", str(wav), "--out", str(out),
+         "--log-dir", str(tmp_path / "logs"), "--",
+         "--engine", "emulated", "--profile", "hc1-llama3.1-8b", "--events", str(events)],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )
+    assert p.returncode == 0, p.stderr
+    played, rate = read_wav(out)
+    assert rate == 48000 and len(played) >= len(scenario.audio) * 3
+    result = score(scenario.name, labels, played, rate, [])
+    assert result.cutoffs == 0
+    assert [t.latency_ms is not None for t in result.turns] == [True, True]
+    assert result.barge_stop_ms and result.barge_stop_ms[0] is not None  # it went quiet
+    said = [json.loads(line) for line in events.read_text().splitlines()]
+    finals = [e["text"] for e in said if e["event"] == "TranscriptFinal"]
+    assert "amiable" in finals[0].lower() and "clubs" in finals[-1].lower()
+    assert any(e["event"] == "Interrupted" for e in said)
+    listened = (tmp_path / "logs" / "listen.log").read_text()
+    assert "listening (48000 Hz" in listened
+
+
+def test_align_finds_the_input_early_or_late() -> None:
+    harness = _harness()
+    user = read_clip("cards/003")
+    room_user = resample(user, 16000, harness.ROOM_HZ)
+    for lead in (9000, -9000):  # recording started before / after the input began
+        left = (np.concatenate([np.zeros(lead, np.float32), room_user]) if lead > 0
+                else room_user[-lead:])
+        right = np.zeros_like(left)
+        mark = 30000 + max(lead, 0)
+        right[mark] = 1.0  # a click 30000 room samples after the input's first one
+        room = np.stack([left, right], axis=1)
+        said = harness._align(room, user, 16000)
+        assert int(np.argmax(said)) == 30000
+        assert len(said) >= len(room_user)
+
+
+def test_align_refuses_a_recording_without_the_input() -> None:
+    harness = _harness()
+    user = read_clip("cards/003")
+    noise = np.random.default_rng(0).standard_normal((len(user) * 4, 2)).astype(np.float32)
+    with pytest.raises(harness.HarnessError, match="not found"):
+        harness._align(0.1 * noise, user, 16000)
