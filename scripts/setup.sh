@@ -8,7 +8,11 @@ run_main=1
 
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-apt_pkgs="libportaudio2 pocketsphinx-testdata cmake build-essential pulseaudio pulseaudio-utils libasound2-plugins"
+apt_pkgs="libportaudio2 pocketsphinx-testdata cmake build-essential"
+# The tests run `listen` through a private PulseAudio server (scripts/listen_pulse.py);
+# where PipeWire already serves PulseAudio clients, installing pulseaudio would replace it.
+dpkg -s pipewire-pulse >/dev/null 2>&1 ||
+  apt_pkgs="$apt_pkgs pulseaudio pulseaudio-utils libasound2-plugins"
 missing=""
 for p in $apt_pkgs; do
   dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"
