@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections import deque
 
 from voicebox.audio.ring import PlaybackBuffer
 from voicebox.engines.protocols import FloatAudio
@@ -21,15 +22,23 @@ _LOGGER = logging.getLogger(__name__)
 
 
 class EnergyGate:
-    """Tracks the noise floor and flags sudden loud input."""
+    """Tracks the noise floor and flags sudden loud input.
+
+    The floor is the quietest block of the last ``floor_blocks`` heard while no reply
+    played and no turn was open (minimum statistics): it follows a quieter room at once
+    and a steady noise that starts or grows within about a second, whatever its level. A
+    floor that only rose on blocks below the threshold never learned a noise that began
+    more than ``rise_db`` above it (a stream that opened on digital silence, a fan
+    switched on): every reply was then paused at its start for ``confirm_s``."""
 
     def __init__(self, *, rise_db: float = 12.0, min_dbfs: float = -45.0, blocks: int = 2,
-                 confirm_s: float = 0.4) -> None:
+                 confirm_s: float = 0.4, floor_blocks: int = 100) -> None:
         self._rise = 10 ** (rise_db / 20)
         self._min = 10 ** (min_dbfs / 20)
         self._need = blocks
         self.confirm_s = confirm_s
         self._floor: float | None = None
+        self._recent: deque[float] = deque(maxlen=floor_blocks)
         self._run = 0
         self.ducked_at: float | None = None
         """Stream time when playback was paused, or None."""
@@ -48,13 +57,10 @@ class EnergyGate:
         if self._floor is None:
             self._floor = rms
         threshold = max(self._floor * self._rise, self._min)
-        if rms > threshold:
-            self._run += 1
-        else:
-            self._run = 0
-            if track_floor:
-                # Follow the floor down at once and up within ~100 ms (steady noise).
-                self._floor = rms if rms < self._floor else 0.9 * self._floor + 0.1 * rms
+        self._run = self._run + 1 if rms > threshold else 0
+        if track_floor:
+            self._recent.append(rms)
+            self._floor = min(self._recent)
         return self._run >= self._need
 
     def false_alarm(self, level: float) -> None:
