@@ -20,6 +20,9 @@ from voicebox.engines.protocols import FloatAudio
 
 _LOGGER = logging.getLogger(__name__)
 
+DEAD_RMS = 1e-6
+"""Below -120 dBFS a block is a muted or starting stream, not the room: no floor."""
+
 
 class EnergyGate:
     """Tracks the noise floor and flags sudden loud input.
@@ -29,7 +32,8 @@ class EnergyGate:
     and a steady noise that starts or grows within about a second, whatever its level. A
     floor that only rose on blocks below the threshold never learned a noise that began
     more than ``rise_db`` above it (a stream that opened on digital silence, a fan
-    switched on): every reply was then paused at its start for ``confirm_s``."""
+    switched on): every reply was then paused at its start for ``confirm_s``. Dead blocks
+    (digital silence, as a stream may open with) are no floor at all."""
 
     def __init__(self, *, rise_db: float = 12.0, min_dbfs: float = -45.0, blocks: int = 2,
                  confirm_s: float = 0.4, floor_blocks: int = 100) -> None:
@@ -58,7 +62,7 @@ class EnergyGate:
             self._floor = rms
         threshold = max(self._floor * self._rise, self._min)
         self._run = self._run + 1 if rms > threshold else 0
-        if track_floor:
+        if track_floor and rms > DEAD_RMS:
             self._recent.append(rms)
             self._floor = min(self._recent)
         return self._run >= self._need
