@@ -68,7 +68,9 @@ class HarnessError(Exception):
 def main(argv: list[str] | None = None) -> int:
     args = _parse(sys.argv[1:] if argv is None else argv)
     try:
-        run(args.inp, args.out, args.listen_flags, tail_s=args.tail_s, log_dir=args.log_dir)
+        flags = ["-v", "listen", *args.listen_flags] if args.verbose else ["listen",
+                                                                         *args.listen_flags]
+        run(args.inp, args.out, flags, tail_s=args.tail_s, log_dir=args.log_dir)
     except (HarnessError, VoiceboxError) as exc:
         print(f"listen_pulse: {exc}", file=sys.stderr)
         return 2
@@ -86,14 +88,16 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--tail-s", type=float, default=3.0,
                    help="how long to keep listening after the input ends")
     p.add_argument("--log-dir", type=Path, help="keep the server's and voicebox's output here")
+    p.add_argument("-v", "--verbose", action="store_true", help="voicebox's debug log too")
     args = p.parse_args(argv)
     args.listen_flags = flags
     return args
 
 
-def run(inp: Path, out: Path, listen_flags: list[str], *, tail_s: float = 3.0,
+def run(inp: Path, out: Path, voicebox_args: list[str], *, tail_s: float = 3.0,
         log_dir: Path | None = None) -> None:
-    """Play ``inp`` to `voicebox listen` through the room; write what it said to ``out``."""
+    """Play ``inp`` to `voicebox` (``voicebox_args``: "listen" and its flags) through the
+    room; write what it said to ``out``."""
     for tool in ("pulseaudio", "pactl", "paplay", "parec"):
         if shutil.which(tool) is None:
             raise HarnessError(f"{tool} not found; apt install pulseaudio pulseaudio-utils "
@@ -108,7 +112,7 @@ def run(inp: Path, out: Path, listen_flags: list[str], *, tail_s: float = 3.0,
         write_wav(user, audio, rate)
         server = _start_server(work, env, logs)
         try:
-            recording = _converse(user, work, env, logs, listen_flags,
+            recording = _converse(user, work, env, logs, voicebox_args,
                                   talk_s=len(audio) / rate, tail_s=tail_s)
         finally:
             server.terminate()
@@ -147,12 +151,12 @@ def _start_server(work: Path, env: dict[str, str], logs: Path) -> subprocess.Pop
 
 
 def _converse(user: Path, work: Path, env: dict[str, str], logs: Path,
-              listen_flags: list[str], *, talk_s: float, tail_s: float) -> np.ndarray:
+              voicebox_args: list[str], *, talk_s: float, tail_s: float) -> np.ndarray:
     """Start listen, record the room, play the user in, wait; the room's stereo samples."""
+    errors = (logs / "listen.err").open("w")
     voicebox = subprocess.Popen(
-        [sys.executable, "-m", "voicebox", "listen", "--echo-free", *listen_flags],
-        env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True,
+        [sys.executable, "-m", "voicebox", *voicebox_args, "--echo-free"],
+        env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=errors, text=True,
     )
     printed: list[str] = []
     ready = threading.Event()
@@ -161,7 +165,7 @@ def _converse(user: Path, work: Path, env: dict[str, str], logs: Path,
     recorder: subprocess.Popen[bytes] | None = None
     try:
         if not ready.wait(timeout=300) or voicebox.poll() is not None:
-            raise HarnessError(f"voicebox listen did not start: {_last(voicebox, printed)}")
+            raise HarnessError(f"voicebox listen did not start: {_last(logs, printed)}")
         with raw.open("wb") as sink:
             recorder = subprocess.Popen(
                 ["parec", "--device=room.monitor", "--format=s16le", f"--rate={ROOM_HZ}",
@@ -177,13 +181,14 @@ def _converse(user: Path, work: Path, env: dict[str, str], logs: Path,
                 raise HarnessError(f"paplay failed: {played.stderr.strip()}")
             time.sleep(tail_s)
             if voicebox.poll() is not None:
-                raise HarnessError(f"voicebox listen stopped early: {_last(voicebox, printed)}")
+                raise HarnessError(f"voicebox listen stopped early: {_last(logs, printed)}")
     finally:
         if recorder is not None:
             recorder.terminate()
             _reap(recorder)
         voicebox.send_signal(signal.SIGTERM)
         _reap(voicebox, timeout=30)
+        errors.close()
         (logs / "listen.log").write_text("".join(printed))
     data = np.frombuffer(raw.read_bytes(), dtype=np.int16)
     return data[: len(data) // 2 * 2].reshape(-1, 2).astype(np.float32) / 32768
@@ -208,10 +213,15 @@ def _follow(proc: subprocess.Popen[str], printed: list[str], ready: threading.Ev
     ready.set()  # exited: the caller sees poll() is not None
 
 
-def _last(proc: subprocess.Popen[str], printed: list[str]) -> str:
-    err = proc.stderr.read() if proc.poll() is not None and proc.stderr else ""
-    lines = [ln.strip() for ln in (err or "".join(printed)).splitlines() if ln.strip()]
-    return lines[-1] if lines else f"exit status {proc.returncode}"
+def _last(logs: Path, printed: list[str]) -> str:
+    """voicebox's last error line (its one-line errors go to stderr), else its output."""
+    errors = (logs / "listen.err").read_text() if (logs / "listen.err").exists() else ""
+    for text in (errors, "".join(printed)):
+        lines = [ln.strip() for ln in text.splitlines() if ln.strip().startswith("voicebox:")]
+        if lines:
+            return lines[-1]
+    lines = [ln.strip() for ln in (errors or "".join(printed)).splitlines() if ln.strip()]
+    return lines[-1] if lines else "no output"
 
 
 def _reap(proc: subprocess.Popen[bytes] | subprocess.Popen[str], timeout: float = 10) -> None:

@@ -15,6 +15,8 @@ import logging
 import math
 from collections import deque
 
+import numpy as np
+
 from voicebox.audio.ring import PlaybackBuffer
 from voicebox.engines.protocols import FloatAudio
 
@@ -22,14 +24,19 @@ _LOGGER = logging.getLogger(__name__)
 
 DEAD_RMS = 1e-6
 """Below -120 dBFS a block is a muted or starting stream, not the room: no floor."""
+FLOOR_PERCENTILE = 10
+"""The floor is this percentile of the recent block levels, not their minimum: one odd
+block (the one where a stream's digital silence turns into the room's noise holds a
+few samples of it) must not set it."""
 
 
 class EnergyGate:
     """Tracks the noise floor and flags sudden loud input.
 
-    The floor is the quietest block of the last ``floor_blocks`` heard while no reply
-    played and no turn was open (minimum statistics): it follows a quieter room at once
-    and a steady noise that starts or grows within about a second, whatever its level. A
+    The floor is a low percentile of the levels of the last ``floor_blocks`` heard while
+    no reply played and no turn was open (minimum statistics): it follows a quieter room
+    within ~100 ms and a steady noise that starts or grows within about a second,
+    whatever its level. A
     floor that only rose on blocks below the threshold never learned a noise that began
     more than ``rise_db`` above it (a stream that opened on digital silence, a fan
     switched on): every reply was then paused at its start for ``confirm_s``. Dead blocks
@@ -64,7 +71,7 @@ class EnergyGate:
         self._run = self._run + 1 if rms > threshold else 0
         if track_floor and rms > DEAD_RMS:
             self._recent.append(rms)
-            self._floor = min(self._recent)
+            self._floor = float(np.percentile(self._recent, FLOOR_PERCENTILE))
         return self._run >= self._need
 
     def false_alarm(self, level: float) -> None:
