@@ -74,8 +74,7 @@ def test_align_finds_the_input_early_or_late() -> None:
         left = (np.concatenate([np.zeros(lead, np.float32), room_user]) if lead > 0
                 else room_user[-lead:])
         right = np.zeros_like(left)
-        mark = 30000 + max(lead, 0)
-        right[mark] = 1.0  # a click 30000 room samples after the input's first one
+        right[30000 + lead] = 1.0  # a click 30000 room samples after the input's first one
         room = np.stack([left, right], axis=1)
         said = harness._align(room, user, 16000)
         assert int(np.argmax(said)) == 30000
