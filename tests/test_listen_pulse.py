@@ -66,6 +66,35 @@ def test_listen_answers_and_yields_to_a_barge_in_through_pulseaudio(tmp_path: Pa
     assert "listening (48000 Hz" in listened
 
 
+@needs_pulse
+def test_listen_says_so_in_one_line_when_the_sound_server_goes(tmp_path: Path) -> None:
+    """The sound server stops under a running `listen` (as a USB card pulled out): the
+    stream is reopened once, then a one-line error and exit status 2."""
+    harness = _harness()
+    env = harness._env(tmp_path)
+    server = harness._start_server(tmp_path, env, tmp_path)
+    listen = subprocess.Popen(
+        [sys.executable, "-m", "voicebox", "listen", "--engine", "emulated",
+         "--profile", "hc1-llama3.1-8b"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        assert listen.stdout is not None
+        for line in listen.stdout:
+            if line.startswith("listening"):
+                break
+        server.kill()
+        server.wait()
+        _, err = listen.communicate(timeout=60)
+    finally:
+        listen.kill()
+        server.kill()
+    assert listen.returncode == 2
+    assert "Traceback" not in err
+    said = [ln for ln in err.splitlines() if ln.startswith("voicebox:")]
+    assert len(said) == 1 and "audio device lost" in said[0]
+
+
 def test_align_finds_the_input_early_or_late() -> None:
     harness = _harness()
     user = read_clip("cards/003")

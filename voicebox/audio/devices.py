@@ -135,7 +135,7 @@ class SoundDevice:
 
         stopped_at: list[float] = []
         while not stop.is_set():
-            stream = self._open(callback)
+            stream = self._open(callback, again=bool(stopped_at))
             with stream:
                 if not stopped_at:
                     self._announce(stream)
@@ -152,7 +152,7 @@ class SoundDevice:
             self.restarts += 1
             _LOGGER.warning("audio stream stopped by itself (an xrun?); reopening it")
 
-    def _open(self, callback: Callable[..., None]) -> Any:
+    def _open(self, callback: Callable[..., None], *, again: bool = False) -> Any:
         try:
             return self._sd.Stream(
                 samplerate=self.sample_rate_hz, blocksize=self.core.block_samples,
@@ -160,6 +160,9 @@ class SoundDevice:
                 dtype="float32", latency="low", callback=callback,
             )
         except Exception as exc:  # PortAudioError: unplugged, busy, format refused
+            if again:
+                raise DeviceError(f"audio device lost (unplugged, or its sound server "
+                                  f"stopped?): {exc}") from None
             raise DeviceError(f"cannot open audio device: {exc}") from None
 
     def _announce(self, stream: Any) -> None:
