@@ -35,6 +35,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import psutil
 
 from voicebox.audio.resample import resample
 from voicebox.audio.wav import read_wav, write_wav
@@ -70,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         flags = ["-v", "listen", *args.listen_flags] if args.verbose else ["listen",
                                                                          *args.listen_flags]
-        run(args.inp, args.out, flags, tail_s=args.tail_s, log_dir=args.log_dir)
+        run(args.inp, args.out, flags, tail_s=args.tail_s, log_dir=args.log_dir,
+            idle_s=args.idle_s)
     except (HarnessError, VoiceboxError) as exc:
         print(f"listen_pulse: {exc}", file=sys.stderr)
         return 2
@@ -89,13 +91,15 @@ def _parse(argv: list[str]) -> argparse.Namespace:
                    help="how long to keep listening after the input ends")
     p.add_argument("--log-dir", type=Path, help="keep the server's and voicebox's output here")
     p.add_argument("-v", "--verbose", action="store_true", help="voicebox's debug log too")
+    p.add_argument("--idle-s", type=float, default=0.0,
+                   help="first measure listen's CPU for this long in the silent room")
     args = p.parse_args(argv)
     args.listen_flags = flags
     return args
 
 
 def run(inp: Path, out: Path, voicebox_args: list[str], *, tail_s: float = 3.0,
-        log_dir: Path | None = None) -> None:
+        log_dir: Path | None = None, idle_s: float = 0.0) -> None:
     """Play ``inp`` to `voicebox` (``voicebox_args``: "listen" and its flags) through the
     room; write what it said to ``out``."""
     for tool in ("pulseaudio", "pactl", "paplay", "parec"):
@@ -113,7 +117,7 @@ def run(inp: Path, out: Path, voicebox_args: list[str], *, tail_s: float = 3.0,
         server = _start_server(work, env, logs)
         try:
             recording = _converse(user, work, env, logs, voicebox_args,
-                                  talk_s=len(audio) / rate, tail_s=tail_s)
+                                  talk_s=len(audio) / rate, tail_s=tail_s, idle_s=idle_s)
         finally:
             server.terminate()
             _reap(server)
@@ -151,7 +155,8 @@ def _start_server(work: Path, env: dict[str, str], logs: Path) -> subprocess.Pop
 
 
 def _converse(user: Path, work: Path, env: dict[str, str], logs: Path,
-              voicebox_args: list[str], *, talk_s: float, tail_s: float) -> np.ndarray:
+              voicebox_args: list[str], *, talk_s: float, tail_s: float,
+              idle_s: float = 0.0) -> np.ndarray:
     """Start listen, record the room, play the user in, wait; the room's stereo samples."""
     errors = (logs / "listen.err").open("w")
     voicebox = subprocess.Popen(
@@ -166,6 +171,8 @@ def _converse(user: Path, work: Path, env: dict[str, str], logs: Path,
     try:
         if not ready.wait(timeout=300) or voicebox.poll() is not None:
             raise HarnessError(f"voicebox listen did not start: {_last(logs, printed)}")
+        if idle_s > 0:
+            print(f"listen_pulse: {_idle_usage(voicebox.pid, idle_s)}", flush=True)
         with raw.open("wb") as sink:
             recorder = subprocess.Popen(
                 ["parec", "--device=room.monitor", "--format=s16le", f"--rate={ROOM_HZ}",
@@ -192,6 +199,19 @@ def _converse(user: Path, work: Path, env: dict[str, str], logs: Path,
         (logs / "listen.log").write_text("".join(printed))
     data = np.frombuffer(raw.read_bytes(), dtype=np.int16)
     return data[: len(data) // 2 * 2].reshape(-1, 2).astype(np.float32) / 32768
+
+
+def _idle_usage(pid: int, seconds: float) -> str:
+    """CPU and memory of the listening process while the room is silent, once its start
+    is over (the first ~3 s after the stream opens took ~50 % of a core here)."""
+    proc = psutil.Process(pid)
+    time.sleep(5.0)
+    before, start = proc.cpu_times(), time.monotonic()
+    time.sleep(seconds)
+    after, wall = proc.cpu_times(), time.monotonic() - start
+    busy = (after.user + after.system) - (before.user + before.system)
+    return (f"idle listening {100 * busy / wall:.1f} % of a core over {wall:.0f} s, "
+            f"RSS {proc.memory_info().rss / 2**20:.0f} MB")
 
 
 def _wait_for_data(raw: Path, recorder: subprocess.Popen[bytes]) -> None:
