@@ -150,6 +150,7 @@ def test_a_stream_that_stops_by_itself_is_reopened(monkeypatch: pytest.MonkeyPat
     device = devices.SoundDevice(on_open=opened.append)
     asyncio.run(_run_device(device, 1.5))
     assert len(streams) == 2 and device.restarts == 1
+    assert device.buffer_latency_ms == pytest.approx(20)  # the fake's 10 ms each way
     assert streams[1].calls > 20  # the second stream ran on
     assert len(opened) == 1 and opened[0].startswith("48000 Hz, 480-sample blocks")
 

@@ -64,6 +64,7 @@ def test_listen_answers_and_yields_to_a_barge_in_through_pulseaudio(tmp_path: Pa
     assert any(e["event"] == "Interrupted" for e in said)
     listened = (tmp_path / "logs" / "listen.log").read_text()
     assert "listening (48000 Hz" in listened
+    assert "ms in the audio buffers)" in listened  # what the card adds to the latency
 
 
 @needs_pulse

@@ -62,8 +62,10 @@ def _config(args: argparse.Namespace) -> Config:
     return config
 
 
-def _printer(quiet: bool) -> Callable[[Event], None]:
-    """Print what was heard (once the turn is confirmed), answered, and the latency."""
+def _printer(quiet: bool, buffers_ms: Callable[[], float | None] = lambda: None
+             ) -> Callable[[Event], None]:
+    """Print what was heard (once the turn is confirmed), answered, and the latency;
+    ``buffers_ms`` is what the sound card's buffers add to it, when known."""
     finals: dict[int, str] = {}
     confirmed: set[int] = set()
 
@@ -87,8 +89,10 @@ def _printer(quiet: bool) -> Callable[[Event], None]:
             slots = ", ".join(f"{k}={v}" for k, v in event.slots.items())
             print(f"[{event.stream_s:7.2f}s] intent:   {event.name}({slots})", flush=True)
         elif isinstance(event, PlaybackStarted):
+            extra = buffers_ms()
+            buffers = "" if extra is None else f", +{extra:.0f} ms in the audio buffers"
             print(f"[{event.stream_s:7.2f}s] speaking: latency {event.latency_ms:.0f} ms "
-                  "(end of speech to first reply sample)", flush=True)
+                  f"(end of speech to first reply sample{buffers})", flush=True)
         elif isinstance(event, ReplyDone) and event.text:
             print(f"[{event.stream_s:7.2f}s] answered: {event.text}", flush=True)
         elif isinstance(event, InterruptedEvent):
@@ -141,7 +145,7 @@ def cmd_listen(args: argparse.Namespace) -> int:
     )
     print("loading models", flush=True)
     vad, engines = load_engines(config)
-    log = EventLog(args.events, [_printer(False)])
+    log = EventLog(args.events, [_printer(False, lambda: device.buffer_latency_ms)])
     try:
         asyncio.run(listen(device, config=config, vad=vad, engines=engines, log=log))
     finally:

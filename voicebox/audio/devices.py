@@ -98,6 +98,9 @@ class SoundDevice:
         self._on_open = on_open
         self.restarts = 0
         """Times the stream stopped by itself and was reopened."""
+        self.buffer_latency_ms: float | None = None
+        """Capture plus playback latency PortAudio reports for the open stream: what the
+        sound card's buffers add to the pipeline's latency."""
 
     @property
     def block_samples(self) -> int:
@@ -137,6 +140,7 @@ class SoundDevice:
         while not stop.is_set():
             stream = self._open(callback, again=bool(stopped_at))
             with stream:
+                self.buffer_latency_ms = 1000 * sum(stream.latency)
                 if not stopped_at:
                     self._announce(stream)
                 while not stop.is_set() and stream.active:
