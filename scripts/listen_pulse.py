@@ -57,6 +57,8 @@ ROOM = "\n".join([
 ])
 """The server's startup script: the room, the microphone that hears its left channel and
 the speaker that plays into its right one."""
+MATCH_S = 1.5
+"""The start of the input the match is checked on."""
 MIN_MATCH = 0.9
 """Normalised correlation below which the input was not found in the recording (the
 server's copy of it, resampled back, correlates at 0.99 or more)."""
@@ -72,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         flags = ["-v", "listen", *args.listen_flags] if args.verbose else ["listen",
                                                                          *args.listen_flags]
         run(args.inp, args.out, flags, tail_s=args.tail_s, log_dir=args.log_dir,
-            idle_s=args.idle_s)
+            idle_s=args.idle_s, echo_db=args.echo_db)
     except (HarnessError, VoiceboxError) as exc:
         print(f"listen_pulse: {exc}", file=sys.stderr)
         return 2
@@ -91,6 +93,9 @@ def _parse(argv: list[str]) -> argparse.Namespace:
                    help="how long to keep listening after the input ends")
     p.add_argument("--log-dir", type=Path, help="keep the server's and voicebox's output here")
     p.add_argument("-v", "--verbose", action="store_true", help="voicebox's debug log too")
+    p.add_argument("--echo-db", type=float,
+                   help="the speaker leaks into the microphone this many dB down (a "
+                        "loudspeaker, not a headset); listen then runs without --echo-free")
     p.add_argument("--idle-s", type=float, default=0.0,
                    help="first measure listen's CPU for this long in the silent room")
     args = p.parse_args(argv)
@@ -99,10 +104,11 @@ def _parse(argv: list[str]) -> argparse.Namespace:
 
 
 def run(inp: Path, out: Path, voicebox_args: list[str], *, tail_s: float = 3.0,
-        log_dir: Path | None = None, idle_s: float = 0.0) -> None:
+        log_dir: Path | None = None, idle_s: float = 0.0, echo_db: float | None = None
+        ) -> None:
     """Play ``inp`` to `voicebox` (``voicebox_args``: "listen" and its flags) through the
     room; write what it said to ``out``."""
-    for tool in ("pulseaudio", "pactl", "paplay", "parec"):
+    for tool in ("pulseaudio", "pactl", "paplay", "parec", "pacat"):
         if shutil.which(tool) is None:
             raise HarnessError(f"{tool} not found; apt install pulseaudio pulseaudio-utils "
                                "libasound2-plugins")
@@ -115,12 +121,15 @@ def run(inp: Path, out: Path, voicebox_args: list[str], *, tail_s: float = 3.0,
         user = work / "user.wav"
         write_wav(user, audio, rate)
         server = _start_server(work, env, logs)
+        leak = [] if echo_db is None else _leak(env, echo_db)
+        echo_free = [] if echo_db is not None else ["--echo-free"]
         try:
-            recording = _converse(user, work, env, logs, voicebox_args,
+            recording = _converse(user, work, env, logs, [*voicebox_args, *echo_free],
                                   talk_s=len(audio) / rate, tail_s=tail_s, idle_s=idle_s)
         finally:
-            server.terminate()
-            _reap(server)
+            for proc in [*leak, server]:
+                proc.terminate()
+                _reap(proc)
     said = _align(recording, audio, rate)
     write_wav(out, said, ROOM_HZ)
 
@@ -154,13 +163,32 @@ def _start_server(work: Path, env: dict[str, str], logs: Path) -> subprocess.Pop
     raise HarnessError("pulseaudio did not start within 10 s")
 
 
+def _leak(env: dict[str, str], echo_db: float) -> list[subprocess.Popen[bytes]]:
+    """The speaker heard by the microphone ``echo_db`` dB down, ~5 ms late: the speaker's
+    monitor piped into the room's left channel (PulseAudio's volume is cubic)."""
+    volume = round(65536 * 10 ** (-echo_db / 60))
+    tap = subprocess.Popen(
+        ["parec", "--device=speaker.monitor", "--format=s16le", f"--rate={ROOM_HZ}",
+         "--channels=1", "--latency-msec=10"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+    )
+    into = subprocess.Popen(
+        ["pacat", "--device=room", "--format=s16le", f"--rate={ROOM_HZ}", "--channels=1",
+         "--channel-map=front-left", "--latency-msec=10", f"--volume={volume}"],
+        env=env, stdin=tap.stdout, stderr=subprocess.DEVNULL,
+    )
+    assert tap.stdout is not None
+    tap.stdout.close()  # the pipe is pacat's now
+    return [tap, into]
+
+
 def _converse(user: Path, work: Path, env: dict[str, str], logs: Path,
               voicebox_args: list[str], *, talk_s: float, tail_s: float,
               idle_s: float = 0.0) -> np.ndarray:
     """Start listen, record the room, play the user in, wait; the room's stereo samples."""
     errors = (logs / "listen.err").open("w")
     voicebox = subprocess.Popen(
-        [sys.executable, "-m", "voicebox", *voicebox_args, "--echo-free"],
+        [sys.executable, "-m", "voicebox", *voicebox_args],
         env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=errors, text=True,
     )
     printed: list[str] = []
@@ -263,7 +291,8 @@ def _align(room: np.ndarray, user: np.ndarray, user_hz: int) -> np.ndarray:
     best = int(np.argmax(lags))
     lag = best - (len(user) - 1)
     a, b = max(lag, 0), max(-lag, 0)
-    span = min(len(heard) - a, len(user) - b)
+    # Checked on the input's first seconds: no reply (nor its echo) can be there yet.
+    span = min(len(heard) - a, len(user) - b, round(MATCH_S * user_hz))
     x, y = heard[a : a + span], user[b : b + span]
     match = float(x @ y / (np.linalg.norm(x) * np.linalg.norm(y) + 1e-12))
     if match < MIN_MATCH:

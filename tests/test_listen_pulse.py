@@ -67,6 +67,31 @@ def test_listen_answers_and_yields_to_a_barge_in_through_pulseaudio(tmp_path: Pa
     assert "ms in the audio buffers)" in listened  # what the card adds to the latency
 
 
+@needs_testdata
+@needs_pulse
+def test_listen_on_a_loudspeaker_with_the_echo_cancelled(tmp_path: Path) -> None:
+    """The speaker leaks into the microphone 6 dB down: with --echo-cancel the reply is
+    neither heard as the user going on nor as a barge-in, and is played out whole."""
+    scenario = next(s for s in scenarios.single_turns() if s.name == "single_0880")
+    wav = scenario.write(tmp_path)
+    out, events = tmp_path / "out.wav", tmp_path / "events.jsonl"
+    p = subprocess.run(
+        [sys.executable, str(SCRIPT), "--echo-db", "6", "--in", str(wav), "--out", str(out),
+         "--log-dir", str(tmp_path / "logs"), "--", "--echo-cancel",
+         "--engine", "emulated", "--profile", "hc1-llama3.1-8b", "--events", str(events)],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )
+    assert p.returncode == 0, p.stderr
+    said = [json.loads(line) for line in events.read_text().splitlines()]
+    kinds = [e["event"] for e in said]
+    assert kinds.count("SpeechStarted") == 1  # the reply's echo started no speech
+    assert "Interrupted" not in kinds and kinds.count("ReplyDone") == 1
+    played, rate = read_wav(out)
+    labels = json.loads(wav.with_suffix(".json").read_text())
+    result = score(scenario.name, labels, played, rate, [])
+    assert result.cutoffs == 0 and result.turns[0].latency_ms is not None
+
+
 @needs_pulse
 def test_listen_says_so_in_one_line_when_the_sound_server_goes(tmp_path: Path) -> None:
     """The sound server stops under a running `listen` (as a USB card pulled out): the

@@ -132,9 +132,13 @@ def cmd_listen(args: argparse.Namespace) -> int:
     from voicebox.runtime.session import listen
 
     config = _config(args)
-    if not args.echo_free:
-        # Without echo cancellation the microphone hears the reply: only the VAD may
-        # interrupt it, not a rise in energy.
+    if args.echo_cancel:
+        config = dataclasses.replace(
+            config, audio=dataclasses.replace(config.audio, echo_cancel=True)
+        )
+    if not (args.echo_free or config.audio.echo_cancel):
+        # A microphone that hears the speaker hears the reply: only the VAD may interrupt
+        # it, not a rise in energy. With the echo cancelled, the energy gate hears the user.
         config = dataclasses.replace(
             config, turn=dataclasses.replace(config.turn, fast_barge_in=False)
         )
@@ -142,6 +146,7 @@ def cmd_listen(args: argparse.Namespace) -> int:
         input_device=args.input_device, output_device=args.output_device,
         sample_rate_hz=config.audio.sample_rate_hz, block_ms=config.audio.block_ms,
         on_open=lambda opened: print(f"listening ({opened}); Ctrl-C to stop", flush=True),
+        echo_cancel=config.audio.echo_cancel,
     )
     print("loading models", flush=True)
     vad, engines = load_engines(config)
@@ -204,6 +209,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_pipeline_args(p)
     p.add_argument("--input-device", help="PortAudio input device (index or name)")
     p.add_argument("--output-device", help="PortAudio output device (index or name)")
+    p.add_argument("--echo-cancel", action="store_true",
+                   help="remove the reply's echo from the microphone (a loudspeaker, not "
+                        "a headset); [audio] echo_cancel in the config")
     p.add_argument("--echo-free", action="store_true",
                    help="the microphone does not hear the speaker (headset, hardware AEC): "
                         "pause the reply on the first sound of the user's voice")

@@ -142,9 +142,14 @@ class AudioConfig:
     """Device rate; None takes the output device's default."""
     input_device: str | None = None
     output_device: str | None = None
+    echo_cancel: bool = False
+    """Remove the reply's echo from the microphone (WebRTC's canceller, ``audio.echo``):
+    for a loudspeaker rather than a headset. Needs ``block_ms = 10``."""
 
     def __post_init__(self) -> None:
         _check(1.0 <= self.block_ms <= 100.0, "block_ms", "must be within 1..100")
+        _check(not self.echo_cancel or self.block_ms == 10.0, "echo_cancel",
+               "needs block_ms = 10")
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from voicebox.audio.echo import BLOCK_MS, EchoCanceller
 from voicebox.audio.ring import DuplexCore
 from voicebox.errors import DeviceError
 
@@ -75,9 +76,11 @@ class SoundDevice:
         sample_rate_hz: int | None = None,
         block_ms: float = 10.0,
         on_open: Callable[[str], None] | None = None,
+        echo_cancel: bool = False,
     ) -> None:
         """``on_open`` is called with a one-line description (rates, buffer latencies) once
-        the stream runs: the moment the assistant can hear."""
+        the stream runs: the moment the assistant can hear. ``echo_cancel`` removes the
+        reply's echo from the microphone (``audio.echo``; 10 ms blocks only)."""
         sd = _sounddevice()
         try:
             in_info = sd.query_devices(input_device, "input")
@@ -95,6 +98,12 @@ class SoundDevice:
         self.sample_rate_hz = rate
         self.core = DuplexCore(rate, block)
         self._mono_out = np.zeros(block, dtype=np.float32)
+        self._echo: EchoCanceller | None = None
+        if echo_cancel:
+            if block != rate * BLOCK_MS // 1000:
+                raise DeviceError(f"echo cancellation needs {BLOCK_MS} ms blocks "
+                                  f"(block_ms = {block_ms:g})")
+            self._echo = EchoCanceller(rate)
         self._on_open = on_open
         self.restarts = 0
         """Times the stream stopped by itself and was reopened."""
@@ -127,12 +136,15 @@ class SoundDevice:
         """Run the stream until ``stop``; reopen it when it stops by itself (an xrun can
         end a PortAudio ALSA stream), and give up if that keeps happening."""
         loop = asyncio.get_running_loop()
-        core, mono_out = self.core, self._mono_out
+        core, mono_out, echo = self.core, self._mono_out, self._echo
 
         def callback(indata: Any, outdata: Any, frames: int, _time: Any, status: Any) -> None:
             if status:
                 core.xruns += 1
-            core.process(indata[:, 0], mono_out[:frames])
+            heard = indata[:, 0] if echo is None else echo.captured(indata[:, 0])
+            core.process(heard, mono_out[:frames])
+            if echo is not None:  # its echo comes back a buffer's latency later
+                echo.played(mono_out[:frames])
             outdata[:] = mono_out[:frames, None]
             loop.call_soon_threadsafe(on_block)
 
@@ -141,6 +153,8 @@ class SoundDevice:
             stream = self._open(callback, again=bool(stopped_at))
             with stream:
                 self.buffer_latency_ms = 1000 * sum(stream.latency)
+                if echo is not None:
+                    echo.set_delay_ms(self.buffer_latency_ms)
                 if not stopped_at:
                     self._announce(stream)
                 while not stop.is_set() and stream.active:

@@ -1,0 +1,65 @@
+"""Acoustic echo cancellation: WebRTC's audio processing module (AEC3), through the
+livekit wheel, which ships it built for Linux x86_64 and aarch64.
+
+On a loudspeaker the microphone hears the reply: the VAD takes it for the user going on,
+the ASR transcribes it, and the assistant interrupts and answers itself
+(scripts/listen_pulse.py --echo-db 6). The canceller gets every block the card plays
+(the far end) and removes its echo from every block the card captures, on the audio
+thread, in 10 ms blocks at the card's rate (~0.07 ms of compute per block here).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from voicebox.engines.protocols import FloatAudio
+from voicebox.errors import DeviceError
+
+BLOCK_MS = 10
+"""The only block length the module takes."""
+
+
+class EchoCanceller:
+    """Removes the played audio's echo from the captured audio, block by block."""
+
+    def __init__(self, sample_rate_hz: int) -> None:
+        try:
+            from livekit import rtc
+        except ImportError as exc:
+            raise DeviceError(
+                f"echo cancellation needs the livekit package ({exc}); pip install livekit"
+            ) from None
+        self._rtc: Any = rtc
+        self._rate = sample_rate_hz
+        self._block = sample_rate_hz * BLOCK_MS // 1000
+        self._apm: Any = rtc.AudioProcessingModule(
+            echo_cancellation=True, high_pass_filter=True
+        )
+
+    @property
+    def block_samples(self) -> int:
+        return self._block
+
+    def set_delay_ms(self, delay_ms: float) -> None:
+        """The card's capture plus playback latency: a hint for the echo's delay."""
+        self._apm.set_stream_delay_ms(int(round(delay_ms)))
+
+    def played(self, block: FloatAudio) -> None:
+        """A block the card is about to play (the far end)."""
+        self._apm.process_reverse_stream(self._frame(block))
+
+    def captured(self, block: FloatAudio) -> FloatAudio:
+        """A block the card captured, with the echo of what was played removed."""
+        frame = self._frame(block)
+        self._apm.process_stream(frame)
+        cleaned = np.frombuffer(bytes(frame.data), dtype=np.int16)
+        return cleaned.astype(np.float32) / 32767.0
+
+    def _frame(self, block: FloatAudio) -> Any:
+        if block.shape[0] != self._block:
+            raise ValueError(f"echo cancellation takes {self._block}-sample blocks "
+                             f"({BLOCK_MS} ms at {self._rate} Hz), not {block.shape[0]}")
+        pcm = (np.clip(block, -1.0, 1.0) * 32767.0).astype(np.int16)
+        return self._rtc.AudioFrame(pcm.tobytes(), self._rate, 1, self._block)
