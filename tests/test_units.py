@@ -156,6 +156,21 @@ def test_playback_buffer_positions_and_clear() -> None:
     assert out.tolist() == [0.0] * 10 and pb.idle
 
 
+def test_a_turn_replied_to_again_after_a_clear_starts_its_count_anew() -> None:
+    """A false start: the reply to turn 3 began, the user went on, the reply was cleared
+    and turn 3 answered again. Its first sample and count are the new reply's (they were
+    the old one's, so PlaybackStarted gave a negative latency and ReplyDone came early)."""
+    pb = PlaybackBuffer()
+    out = np.zeros(10, np.float32)
+    pb.push(np.ones(30, np.float32), turn=3)
+    pb.fill(out, stream_pos=100)
+    pb.clear()
+    pb.fill(out, stream_pos=110)
+    pb.push(np.ones(20, np.float32), turn=3)
+    pb.fill(out, stream_pos=500)
+    assert pb.playing_turn == 3 and pb.first_sample_pos == 500 and pb.played == 10
+
+
 def test_config_validation_names_the_field(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="speculate_after_ms"):
         TurnConfig(speculate_after_ms=900, end_of_turn_ms=500)

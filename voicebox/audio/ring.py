@@ -83,6 +83,9 @@ class PlaybackBuffer:
             self._chunks.clear()
             self._offset = 0
             self._flush = False
+            # Whatever plays next starts its count anew, even a new reply to the same
+            # turn (a false start): its first sample is not the dropped reply's.
+            self.playing_turn = -1
         filled = 0
         n = out.shape[0]
         while filled < n and self._chunks and not self.paused:

@@ -359,11 +359,11 @@ class Pipeline:
         reply = self._reply
         assert reply is not None
         pb = self._core.playback
+        played = pb.played if pb.playing_turn == reply.turn else 0  # before the clear
         pb.clear()
         self._release_gate()
         reply.cancel()
         self._reply = None
-        played = pb.played if pb.playing_turn == reply.turn else 0
         heard = reply.heard_text(played)
         self._emit(lambda t, s: Interrupted(t, s, reply.turn, heard))
         if reply.user_text:
