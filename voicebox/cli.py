@@ -143,7 +143,8 @@ def cmd_listen(args: argparse.Namespace) -> int:
             config, turn=dataclasses.replace(config.turn, fast_barge_in=False)
         )
     device = SoundDevice(
-        input_device=args.input_device, output_device=args.output_device,
+        input_device=args.input_device or config.audio.input_device,
+        output_device=args.output_device or config.audio.output_device,
         sample_rate_hz=config.audio.sample_rate_hz, block_ms=config.audio.block_ms,
         on_open=lambda opened: print(f"listening ({opened}); Ctrl-C to stop", flush=True),
         echo_cancel=config.audio.echo_cancel,

@@ -139,7 +139,7 @@ class AudioConfig:
 
     block_ms: float = 10.0
     sample_rate_hz: int | None = None
-    """Device rate; None takes the output device's default."""
+    """Device rate; None: 48 kHz when the card takes it, else its default rate."""
     input_device: str | None = None
     output_device: str | None = None
     echo_cancel: bool = False

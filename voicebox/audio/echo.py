@@ -38,10 +38,6 @@ class EchoCanceller:
             echo_cancellation=True, high_pass_filter=True
         )
 
-    @property
-    def block_samples(self) -> int:
-        return self._block
-
     def set_delay_ms(self, delay_ms: float) -> None:
         """The card's capture plus playback latency: a hint for the echo's delay."""
         self._apm.set_stream_delay_ms(int(round(delay_ms)))

@@ -6,7 +6,8 @@ a rise in energy within ~20 ms and lets the VAD confirm (barge-in: playback clea
 generation cancelled) or not (playback resumes where it paused).
 
 This only makes sense when the microphone does not hear the speaker (the virtual
-device, a headset, or hardware echo cancellation); ``listen`` turns it off otherwise.
+device, a headset, a card's echo cancellation or ``listen --echo-cancel``); ``listen``
+turns it off otherwise.
 """
 
 from __future__ import annotations
@@ -36,11 +37,11 @@ class EnergyGate:
     The floor is a low percentile of the levels of the last ``floor_blocks`` heard while
     no reply played and no turn was open (minimum statistics): it follows a quieter room
     within ~100 ms and a steady noise that starts or grows within about a second,
-    whatever its level. A
-    floor that only rose on blocks below the threshold never learned a noise that began
-    more than ``rise_db`` above it (a stream that opened on digital silence, a fan
-    switched on): every reply was then paused at its start for ``confirm_s``. Dead blocks
-    (digital silence, as a stream may open with) are no floor at all."""
+    whatever its level. A floor that only rose on blocks below the threshold never
+    learned a noise that began more than ``rise_db`` above it (a stream that opened on
+    digital silence, a fan switched on): every reply was then paused at its start for
+    ``confirm_s``. Dead blocks (digital silence, as a stream may open with) are no floor
+    at all."""
 
     def __init__(self, *, rise_db: float = 12.0, min_dbfs: float = -45.0, blocks: int = 2,
                  confirm_s: float = 0.4, floor_blocks: int = 100) -> None:
@@ -75,7 +76,8 @@ class EnergyGate:
         return self._run >= self._need
 
     def false_alarm(self, level: float) -> None:
-        """The VAD did not confirm speech: treat ``level`` as background from now on."""
+        """The VAD did not confirm speech: ``level`` is background for the rest of this
+        reply (after it the floor is tracked again)."""
         self._floor = max(self._floor or 0.0, level)
 
     def on_block(self, block: FloatAudio, playback: PlaybackBuffer, *, playing: bool,
