@@ -2,6 +2,7 @@
 plugin -> a private PulseAudio server.
 
   .venv/bin/python scripts/listen_pulse.py --in IN.wav --out OUT.wav [--tail-s S]
+      [--echo-db DB] [--idle-s S] [--log-dir DIR] [-v]
       [-- LISTEN FLAGS, e.g. --engine emulated --profile hc1-llama3.1-8b --events F]
 
 The server (its own runtime folder, no other client) holds one stereo null sink, the
@@ -18,7 +19,10 @@ can score `listen`:
 Against `simulate`, the latency gains the real audio path: PulseAudio's capture and
 playback buffers, the ALSA plugin's and PortAudio's. Needs the apt packages pulseaudio,
 pulseaudio-utils and libasound2-plugins (scripts/setup.sh installs them). The room is
-echo-free (the microphone channel never hears the reply), so listen runs --echo-free.
+echo-free (the microphone channel never hears the reply), so listen runs --echo-free;
+``--echo-db DB`` leaks the speaker into the microphone DB dB down instead (a loudspeaker:
+give listen ``--echo-cancel``). ``--idle-s S`` first measures listen's CPU and memory in
+the silent room.
 """
 
 from __future__ import annotations
