@@ -129,6 +129,12 @@ def test_list_devices_and_missing_device(monkeypatch: pytest.MonkeyPatch) -> Non
         devices.SoundDevice()
 
 
+def test_echo_cancellation_needs_10_ms_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(devices, "_sounddevice", lambda: _fake_sd([]))
+    with pytest.raises(DeviceError, match="10 ms blocks"):
+        devices.SoundDevice(block_ms=20, echo_cancel=True)
+
+
 def test_48_khz_when_the_device_takes_it(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(devices, "_sounddevice", lambda: _fake_sd([]))
     assert devices.SoundDevice().sample_rate_hz == 48000

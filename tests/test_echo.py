@@ -8,7 +8,6 @@ import pytest
 from tests.clips import needs_testdata, read_clip
 from voicebox.audio.echo import EchoCanceller
 from voicebox.audio.resample import resample
-from voicebox.config import AudioConfig, ConfigError
 
 RATE = 48000
 BLOCK = RATE // 100
@@ -68,5 +67,3 @@ def test_echo_cancellation_takes_10_ms_blocks() -> None:
     aec = EchoCanceller(RATE)
     with pytest.raises(ValueError, match="480-sample blocks"):
         aec.captured(np.zeros(512, np.float32))
-    with pytest.raises(ConfigError, match="echo_cancel"):
-        AudioConfig(echo_cancel=True, block_ms=20)

@@ -144,12 +144,11 @@ class AudioConfig:
     output_device: str | None = None
     echo_cancel: bool = False
     """Remove the reply's echo from the microphone (WebRTC's canceller, ``audio.echo``):
-    for a loudspeaker rather than a headset. Needs ``block_ms = 10``."""
+    for a loudspeaker rather than a headset. Needs ``block_ms = 10`` (the sound card
+    says so when it opens)."""
 
     def __post_init__(self) -> None:
         _check(1.0 <= self.block_ms <= 100.0, "block_ms", "must be within 1..100")
-        _check(not self.echo_cancel or self.block_ms == 10.0, "echo_cancel",
-               "needs block_ms = 10")
 
 
 @dataclass(frozen=True, slots=True)
