@@ -309,5 +309,6 @@ def _align(room: np.ndarray, user: np.ndarray, user_hz: int) -> np.ndarray:
         said = np.pad(said, (0, need - len(said)))
     return said
 
+
 if __name__ == "__main__":
     sys.exit(main())

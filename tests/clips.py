@@ -1,7 +1,9 @@
-"""Real recorded speech for tests: Debian's pocketsphinx-testdata (LibriVox and cards)."""
+"""Real recorded speech for tests: Debian's pocketsphinx-testdata (LibriVox and cards),
+and the level of a piece of audio."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from voicebox.audio.wav import read_wav
@@ -17,3 +19,8 @@ needs_testdata = pytest.mark.skipif(
 def read_clip(name: str) -> FloatAudio:
     """``name`` relative to the test data, without ``.wav`` (e.g. ``cards/001``)."""
     return read_wav(TESTDATA / f"{name}.wav")[0]
+
+
+def dbfs(audio: FloatAudio) -> float:
+    """RMS level in dB full scale (-180 for digital silence)."""
+    return float(20 * np.log10(np.sqrt(np.mean(audio**2)) + 1e-9))

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.clips import needs_testdata
+from tests.clips import dbfs, needs_testdata
 from voicebox.audio.wav import read_wav, write_wav
 from voicebox.bench.compare import judge_difference, ratios
 from voicebox.bench.naive import naive_config
@@ -255,10 +255,6 @@ def test_repeated_runs_report_their_spread() -> None:
     assert report.summary_line()["spread"] == spread
 
 
-def _dbfs(audio: np.ndarray) -> float:
-    return 20 * float(np.log10(np.sqrt((audio**2).mean())))
-
-
 @needs_testdata
 def test_every_barge_in_is_labelled_at_the_second_turns_voice() -> None:
     from voicebox.bench import scenarios
@@ -270,7 +266,7 @@ def test_every_barge_in_is_labelled_at_the_second_turns_voice() -> None:
         # The label is the voice: the input is loud within 30 ms of it, not 100 ms later.
         i = round(sc.barge[0] * sc.rate_hz)
         after = sc.audio[i : i + sc.rate_hz * 3 // 100]
-        assert _dbfs(after) > -40
+        assert dbfs(after) > -40
     names = [s.name for s in scenarios.all_scenarios()]
     assert {"barge_two_turns", "barge_two_turns_0880", "noisy_barge_0880"} <= set(names)
 
@@ -281,7 +277,7 @@ def test_the_noisy_barge_in_is_under_noise_and_its_voice_rises_above_it() -> Non
 
     sc = scenarios.noisy_barge_in(snr_db=15.0)
     rate = sc.rate_hz
-    noise = _dbfs(sc.audio[: rate * 4 // 10])  # before the first word
+    noise = dbfs(sc.audio[: rate * 4 // 10])  # before the first word
     assert -50 < noise < -35  # noise there, at a level the clean clips never have
     i = round(sc.barge[0] * rate)
-    assert _dbfs(sc.audio[i + rate * 4 // 100 : i + rate * 10 // 100]) > noise + 15
+    assert dbfs(sc.audio[i + rate * 4 // 100 : i + rate * 10 // 100]) > noise + 15

@@ -5,16 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.clips import needs_testdata, read_clip
+from tests.clips import dbfs, needs_testdata, read_clip
 from voicebox.audio.echo import EchoCanceller
 from voicebox.audio.resample import resample
 
 RATE = 48000
 BLOCK = RATE // 100
-
-
-def _db(x: np.ndarray) -> float:
-    return float(20 * np.log10(np.sqrt(np.mean(x**2)) + 1e-9))
 
 
 def _run(far: np.ndarray, near: np.ndarray, delay_s: float, gain: float) -> np.ndarray:
@@ -37,7 +33,7 @@ def test_the_reply_is_removed_from_the_microphone() -> None:
     echo_only = _run(far, np.zeros_like(far), delay_s=0.055, gain=0.5)
     echo = 0.5 * far
     # After the first second (the canceller converging) the echo is 30 dB down or more.
-    assert _db(echo_only[RATE:]) < _db(echo[RATE : len(echo_only)]) - 30
+    assert dbfs(echo_only[RATE:]) < dbfs(echo[RATE : len(echo_only)]) - 30
 
 
 @needs_testdata
@@ -54,7 +50,7 @@ def test_the_user_talking_over_the_reply_is_kept() -> None:
     said = near[span]
     # The user's voice comes through (AEC3 damps double talk a little, never drops it),
     # about one 10 ms block late: its 10 ms loudness follows the user's.
-    assert _db(kept) > _db(said) - 10
+    assert dbfs(kept) > dbfs(said) - 10
     assert np.corrcoef(_envelope(kept[BLOCK:]), _envelope(said[:-BLOCK]))[0, 1] > 0.8
 
 
