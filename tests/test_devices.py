@@ -30,9 +30,12 @@ class FakeStream:
     """Calls the callback every block from its own thread, like PortAudio."""
 
     def __init__(self, *, samplerate: int, blocksize: int, callback: Any, channels: Any,
-                 stop_after: int | None = None, **_: Any) -> None:
+                 stop_after: int | None = None, hang_on_close: bool = False,
+                 **_: Any) -> None:
         self.rate, self.block, self.callback = samplerate, blocksize, callback
         self.stop_after = stop_after
+        self.hang_on_close = hang_on_close
+        self.closed = False
         self.out_channels = channels[1]
         self.active = False
         self.latency = (0.01, 0.01)
@@ -55,20 +58,26 @@ class FakeStream:
                 self.active = False
             time.sleep(self.block / self.rate)
 
-    def __enter__(self) -> FakeStream:
+    def start(self) -> None:
         self.active = True
         self._thread.start()
-        return self
 
-    def __exit__(self, *exc: object) -> None:
+    def stop(self) -> None:
         self.active = False
         self._thread.join(timeout=2)
 
+    def close(self) -> None:
+        if self.hang_on_close:  # as PortAudio on a sound server that died under it
+            threading.Event().wait()
+        self.closed = True
+
 
 def _fake_sd(streams: list[FakeStream], *, rates: tuple[int, ...] = (44100, 48000),
-             stop_after: list[int | None] | None = None) -> SimpleNamespace:
+             stop_after: list[int | None] | None = None,
+             hang_on_close: bool = False) -> SimpleNamespace:
     """A PortAudio whose device defaults to 44.1 kHz and takes ``rates``; stream ``i``
-    stops by itself after ``stop_after[i]`` callbacks."""
+    stops by itself after ``stop_after[i]`` callbacks; with ``hang_on_close`` closing a
+    stream never returns."""
     def query_devices(device: object = None, kind: str | None = None) -> Any:
         info = {"name": "fake", "index": 0, "max_input_channels": 1,
                 "max_output_channels": 2, "default_samplerate": 44100.0}
@@ -81,10 +90,14 @@ def _fake_sd(streams: list[FakeStream], *, rates: tuple[int, ...] = (44100, 4800
     def make_stream(**kwargs: Any) -> FakeStream:
         plan = stop_after or []
         after = plan[len(streams)] if len(streams) < len(plan) else None
-        streams.append(FakeStream(stop_after=after, **kwargs))
+        streams.append(FakeStream(stop_after=after, hang_on_close=hang_on_close, **kwargs))
         return streams[-1]
 
+    def exit_handler() -> None:  # sounddevice's atexit hook: Pa_Terminate
+        pass
+
     return SimpleNamespace(query_devices=query_devices, Stream=make_stream,
+                           _exit_handler=exit_handler,
                            check_input_settings=check_settings,
                            check_output_settings=check_settings,
                            default=SimpleNamespace(device=(0, 0)))
@@ -111,7 +124,7 @@ def test_listen_answers_on_the_card_and_stops_on_sigterm(monkeypatch: pytest.Mon
     names = [type(e).__name__ for e in log.events]
     assert "SpeechStarted" in names and "PlaybackStarted" in names
     assert streams[0].calls > 100 and streams[0].loud_out > 0
-    assert not streams[0].active
+    assert not streams[0].active and streams[0].closed
 
 
 def test_list_devices_and_missing_device(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -169,3 +182,50 @@ def test_a_stream_that_keeps_stopping_is_an_error(monkeypatch: pytest.MonkeyPatc
     with pytest.raises(DeviceError, match="stopped 4 times"):
         asyncio.run(_run_device(device, 5))
     assert len(streams) == devices.MAX_RESTARTS + 1
+
+
+def test_a_stream_that_will_not_close_does_not_hang_the_loop(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """PortAudio's close can block for good when the sound server dies: the loop goes on,
+    the device counts as lost, and PortAudio's exit handler (which would block the
+    process's exit on the same stream) is dropped."""
+    streams: list[FakeStream] = []
+    fake = _fake_sd(streams, hang_on_close=True)
+    monkeypatch.setattr(devices, "_sounddevice", lambda: fake)
+    dropped: list[object] = []
+    monkeypatch.setattr(devices.atexit, "unregister", dropped.append)
+    device = devices.SoundDevice()
+    started = time.monotonic()
+    with pytest.raises(DeviceError, match="did not close within 0.5 s"):
+        asyncio.run(_run_device(device, 0.5))
+    assert time.monotonic() - started < 0.5 + devices.CLOSE_TIMEOUT_S + 1.5
+    assert device.hung and not streams[0].active and not streams[0].closed
+    assert dropped == [fake._exit_handler]
+
+
+def test_listen_stopping_leaves_a_stream_that_will_not_close(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """SIGTERM while the stream hangs in its close: the pipeline stops waiting for the
+    device and `listen` returns; PortAudio's exit handler is dropped all the same."""
+    streams: list[FakeStream] = []
+    fake = _fake_sd(streams, hang_on_close=True)
+    monkeypatch.setattr(devices, "_sounddevice", lambda: fake)
+    monkeypatch.setattr(devices, "CLOSE_TIMEOUT_S", 30.0)  # longer than the pipeline waits
+    dropped: list[object] = []
+    monkeypatch.setattr(devices.atexit, "unregister", dropped.append)
+    device = devices.SoundDevice()
+    engines = fake_engines()
+    timer = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGTERM))
+    timer.start()
+    started = time.monotonic()
+    try:
+        asyncio.run(asyncio.wait_for(
+            listen(device, config=Config(), vad=EnergyVad(), engines=engines, log=EventLog()),
+            timeout=30))
+    finally:
+        timer.cancel()
+        for w in (engines.vad_worker, engines.asr_worker, engines.llm_worker,
+                  engines.tts_worker):
+            w.close()
+    assert time.monotonic() - started < 10
+    assert device.hung and dropped == [fake._exit_handler]

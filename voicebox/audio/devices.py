@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,6 +25,9 @@ MAX_RESTARTS = 3
 """Streams that stop by themselves within ``RESTART_WINDOW_S`` before the device counts
 as gone."""
 RESTART_WINDOW_S = 10.0
+CLOSE_TIMEOUT_S = 0.5
+"""How long closing a stream may take before the device counts as hung (a close takes
+~30 ms: the playback buffer drains)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +112,8 @@ class SoundDevice:
         self._on_open = on_open
         self.restarts = 0
         """Times the stream stopped by itself and was reopened."""
+        self.hung = False
+        """A stream did not close in time and was left to its thread (``_close``)."""
         self.buffer_latency_ms: float | None = None
         """Capture plus playback latency PortAudio reports for the open stream: what the
         sound card's buffers add to the pipeline's latency."""
@@ -151,7 +158,7 @@ class SoundDevice:
         stopped_at: list[float] = []
         while not stop.is_set():
             stream = self._open(callback, again=bool(stopped_at))
-            with stream:
+            try:
                 self.buffer_latency_ms = 1000 * sum(stream.latency)
                 if echo is not None:
                     echo.set_delay_ms(self.buffer_latency_ms)
@@ -160,6 +167,8 @@ class SoundDevice:
                 while not stop.is_set() and stream.active:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(stop.wait(), timeout=0.2)
+            finally:
+                await self._close(stream)
             if stop.is_set():
                 return
             now = time.monotonic()
@@ -170,18 +179,61 @@ class SoundDevice:
             self.restarts += 1
             _LOGGER.warning("audio stream stopped by itself (an xrun?); reopening it")
 
-    def _open(self, callback: Callable[..., None], *, again: bool = False) -> Any:
+    async def _close(self, stream: Any) -> None:
+        """Stop and close ``stream`` on a thread of its own, for at most
+        ``CLOSE_TIMEOUT_S``.
+
+        PortAudio's close can block for good when the sound server dies under it (seen
+        once through ALSA's pulse plugin, the server killed as `listen` got SIGTERM). The
+        event loop must not block with it: the stream is left to its thread, PortAudio's
+        exit handler (which would close it again, and block) is dropped, and the device
+        counts as lost."""
+        loop = asyncio.get_running_loop()
+        closed = loop.create_future()
+
+        def close() -> None:
+            with contextlib.suppress(Exception):  # a dead device's stop may fail
+                stream.stop()  # before close: PortAudio can hang closing a running stream
+            with contextlib.suppress(Exception):
+                stream.close()
+            with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits
+                loop.call_soon_threadsafe(
+                    lambda: closed.done() or closed.set_result(None))
+
+        threading.Thread(target=close, name="voicebox-audio-close", daemon=True).start()
         try:
-            return self._sd.Stream(
+            await asyncio.wait_for(asyncio.shield(closed), timeout=CLOSE_TIMEOUT_S)
+        except TimeoutError:
+            raise DeviceError(f"audio device lost: its stream did not close within "
+                              f"{CLOSE_TIMEOUT_S:g} s (its sound server stopped?)") from None
+        finally:  # timed out, or cancelled (the pipeline stopping) while still closing
+            if not closed.done():
+                _LOGGER.warning("audio stream did not close (its sound server stopped?); "
+                                "left to its thread")
+                self.hung = True
+                exit_handler = getattr(self._sd, "_exit_handler", None)
+                if exit_handler is not None:
+                    atexit.unregister(exit_handler)
+
+    def _open(self, callback: Callable[..., None], *, again: bool = False) -> Any:
+        """Open and start a stream."""
+        stream = None
+        try:
+            stream = self._sd.Stream(
                 samplerate=self.sample_rate_hz, blocksize=self.core.block_samples,
                 device=self._devices, channels=(1, self._out_channels),
                 dtype="float32", latency="low", callback=callback,
             )
+            stream.start()
         except Exception as exc:  # PortAudioError: unplugged, busy, format refused
+            if stream is not None:
+                with contextlib.suppress(Exception):
+                    stream.close()
             if again:
                 raise DeviceError(f"audio device lost (unplugged, or its sound server "
                                   f"stopped?): {exc}") from None
             raise DeviceError(f"cannot open audio device: {exc}") from None
+        return stream
 
     def _announce(self, stream: Any) -> None:
         in_s, out_s = stream.latency
