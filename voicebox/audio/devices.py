@@ -191,14 +191,17 @@ class SoundDevice:
         loop = asyncio.get_running_loop()
         closed = loop.create_future()
 
+        def done() -> None:
+            if not closed.done():
+                closed.set_result(None)
+
         def close() -> None:
             with contextlib.suppress(Exception):  # a dead device's stop may fail
                 stream.stop()  # before close: PortAudio can hang closing a running stream
             with contextlib.suppress(Exception):
                 stream.close()
             with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits
-                loop.call_soon_threadsafe(
-                    lambda: closed.done() or closed.set_result(None))
+                loop.call_soon_threadsafe(done)
 
         threading.Thread(target=close, name="voicebox-audio-close", daemon=True).start()
         try:
