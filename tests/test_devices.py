@@ -103,14 +103,10 @@ def _fake_sd(streams: list[FakeStream], *, rates: tuple[int, ...] = (44100, 4800
                            default=SimpleNamespace(device=(0, 0)))
 
 
-def test_listen_answers_on_the_card_and_stops_on_sigterm(monkeypatch: pytest.MonkeyPatch) -> None:
-    streams: list[FakeStream] = []
-    monkeypatch.setattr(devices, "_sounddevice", lambda: _fake_sd(streams))
-    device = devices.SoundDevice(block_ms=10)
-    assert device.sample_rate_hz == 48000
+def _listen_until_sigterm(device: devices.SoundDevice, log: EventLog, *, after_s: float) -> None:
+    """`listen` on ``device`` with fake engines until a SIGTERM ``after_s`` in."""
     engines = fake_engines()
-    log = EventLog()
-    timer = threading.Timer(4.0, os.kill, (os.getpid(), signal.SIGTERM))
+    timer = threading.Timer(after_s, os.kill, (os.getpid(), signal.SIGTERM))
     timer.start()
     try:
         asyncio.run(asyncio.wait_for(
@@ -121,6 +117,15 @@ def test_listen_answers_on_the_card_and_stops_on_sigterm(monkeypatch: pytest.Mon
         for w in (engines.vad_worker, engines.asr_worker, engines.llm_worker,
                   engines.tts_worker):
             w.close()
+
+
+def test_listen_answers_on_the_card_and_stops_on_sigterm(monkeypatch: pytest.MonkeyPatch) -> None:
+    streams: list[FakeStream] = []
+    monkeypatch.setattr(devices, "_sounddevice", lambda: _fake_sd(streams))
+    device = devices.SoundDevice(block_ms=10)
+    assert device.sample_rate_hz == 48000
+    log = EventLog()
+    _listen_until_sigterm(device, log, after_s=4.0)
     names = [type(e).__name__ for e in log.events]
     assert "SpeechStarted" in names and "PlaybackStarted" in names
     assert streams[0].calls > 100 and streams[0].loud_out > 0
@@ -214,18 +219,7 @@ def test_listen_stopping_leaves_a_stream_that_will_not_close(
     dropped: list[object] = []
     monkeypatch.setattr(devices.atexit, "unregister", dropped.append)
     device = devices.SoundDevice()
-    engines = fake_engines()
-    timer = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGTERM))
-    timer.start()
     started = time.monotonic()
-    try:
-        asyncio.run(asyncio.wait_for(
-            listen(device, config=Config(), vad=EnergyVad(), engines=engines, log=EventLog()),
-            timeout=30))
-    finally:
-        timer.cancel()
-        for w in (engines.vad_worker, engines.asr_worker, engines.llm_worker,
-                  engines.tts_worker):
-            w.close()
+    _listen_until_sigterm(device, EventLog(), after_s=1.0)
     assert time.monotonic() - started < 10
     assert device.hung and dropped == [fake._exit_handler]

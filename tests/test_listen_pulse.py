@@ -94,23 +94,29 @@ def test_listen_on_a_loudspeaker_with_the_echo_cancelled(tmp_path: Path) -> None
     assert result.cutoffs == 0 and result.turns[0].latency_ms is not None
 
 
-@needs_pulse
-def test_listen_says_so_in_one_line_when_the_sound_server_goes(tmp_path: Path) -> None:
-    """The sound server stops under a running `listen` (as a USB card pulled out): the
-    stream is reopened once, then a one-line error and exit status 2."""
+def _listening(work: Path) -> tuple[subprocess.Popen[bytes], subprocess.Popen[str]]:
+    """A private sound server and `listen` on it, once `listen` says it can hear."""
     harness = _harness()
-    env = harness._env(tmp_path)
-    server = harness._start_server(tmp_path, env, tmp_path)
+    env = harness._env(work)
+    server = harness._start_server(work, env, work)
     listen = subprocess.Popen(
         [sys.executable, "-m", "voicebox", "listen", "--engine", "emulated",
          "--profile", "hc1-llama3.1-8b"],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
+    assert listen.stdout is not None
+    for line in listen.stdout:
+        if line.startswith("listening"):
+            break
+    return server, listen
+
+
+@needs_pulse
+def test_listen_says_so_in_one_line_when_the_sound_server_goes(tmp_path: Path) -> None:
+    """The sound server stops under a running `listen` (as a USB card pulled out): the
+    stream is reopened once, then a one-line error and exit status 2."""
+    server, listen = _listening(tmp_path)
     try:
-        assert listen.stdout is not None
-        for line in listen.stdout:
-            if line.startswith("listening"):
-                break
         server.kill()
         server.wait()
         _, err = listen.communicate(timeout=60)
@@ -128,22 +134,11 @@ def test_listen_exits_when_stopped_as_the_sound_server_dies(tmp_path: Path) -> N
     """SIGTERM just as the sound server dies: PortAudio's stop blocks for good in some of
     these (2 of 9 before the bounded close, section 7 of BENCHMARKS.md); `listen` must
     exit all the same, with at most one line said."""
-    harness = _harness()
     for attempt in range(3):
         work = tmp_path / str(attempt)
         work.mkdir()
-        env = harness._env(work)
-        server = harness._start_server(work, env, work)
-        listen = subprocess.Popen(
-            [sys.executable, "-m", "voicebox", "listen", "--engine", "emulated",
-             "--profile", "hc1-llama3.1-8b"],
-            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )
+        server, listen = _listening(work)
         try:
-            assert listen.stdout is not None
-            for line in listen.stdout:
-                if line.startswith("listening"):
-                    break
             time.sleep(0.5)
             server.kill()
             time.sleep(0.05)
