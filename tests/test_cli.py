@@ -163,3 +163,20 @@ def test_simulate_converts_stereo_float_44k(tmp_path: Path) -> None:
         assert w.getnframes() >= x.shape[0]
         reply = np.frombuffer(w.readframes(w.getnframes()), "<i2")
     assert np.abs(reply).max() > 1000
+
+
+def test_the_systemd_unit_runs_a_listen_that_parses() -> None:
+    """scripts/voicebox.service must keep naming flags that `voicebox listen` takes."""
+    import configparser
+    import shlex
+
+    from voicebox.cli import build_parser
+
+    unit = configparser.ConfigParser(strict=False, interpolation=None)
+    unit.optionxform = str  # type: ignore[assignment,method-assign]
+    unit.read(Path(__file__).resolve().parents[1] / "scripts" / "voicebox.service")
+    command = shlex.split(unit["Service"]["ExecStart"])
+    assert command[0].endswith("/.venv/bin/voicebox") and command[1] == "listen"
+    args = build_parser().parse_args(command[1:])
+    assert args.func.__name__ == "cmd_listen"
+    assert unit["Service"]["Restart"] == "on-failure"
