@@ -67,6 +67,11 @@ def test_simulate_output_folder_missing(good_wav: Path, tmp_path: Path) -> None:
     assert_one_line_error(p, "output folder does not exist")
 
 
+def test_simulate_output_is_a_directory(good_wav: Path, tmp_path: Path) -> None:
+    p = voicebox("simulate", "--in", str(good_wav), "--out", str(tmp_path))
+    assert_one_line_error(p, "output is a directory")
+
+
 def _corrupt(tmp_path: Path, name: str, content: bytes) -> Path:
     path = tmp_path / name
     path.write_bytes(content)

@@ -78,6 +78,8 @@ def test_stereo_44k_mixes_down_and_keeps_rate(tmp_path: Path) -> None:
         (_riff(1, 1, 16000, 16, b""), "empty"),
         (_riff(2, 1, 16000, 4, b"\x00" * 64), "unsupported WAV encoding"),
         (b"RIFF\x10\x00\x00\x00WAVEfmt ", "no format chunk"),
+        (_riff(1, 1, 1, 16, b"\x00\x01" * 100), "sample rate 1 Hz is not supported"),
+        (_riff(1, 1, 1_000_000, 16, b"\x00\x01" * 100), "1000000 Hz is not supported"),
     ],
 )
 def test_bad_files_raise_one_line(tmp_path: Path, content: bytes, message: str) -> None:

@@ -111,6 +111,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     read_wav(args.inp)  # fail fast on a bad file, before loading models
     if args.out.parent and not args.out.parent.exists():
         raise VoiceboxError(f"output folder does not exist: {args.out.parent}")
+    if args.out.is_dir():
+        raise VoiceboxError(f"output is a directory, not a WAV file: {args.out}")
     vad, engines = load_engines(config)
     log = EventLog(args.events, [_printer(args.quiet)])
     try:

@@ -11,6 +11,10 @@ import numpy as np
 from voicebox.engines.protocols import FloatAudio
 from voicebox.errors import BadAudioError
 
+MIN_RATE_HZ = 4_000
+"""Slower than telephone speech (8 kHz) holds no intelligible voice."""
+MAX_RATE_HZ = 384_000
+"""The fastest rate sound cards record at; the resampler takes up to 256x its output."""
 _PCM = 1
 _FLOAT = 3
 _EXTENSIBLE = 0xFFFE
@@ -68,6 +72,9 @@ def _parse_fmt(path: Path, body: bytes) -> tuple[int, int, int, int]:
         )
     if channels < 1 or rate < 1:
         raise BadAudioError(f"{path}: WAV header has {channels} channels at {rate} Hz")
+    if not MIN_RATE_HZ <= rate <= MAX_RATE_HZ:
+        raise BadAudioError(f"{path}: sample rate {rate} Hz is not supported "
+                            f"({MIN_RATE_HZ}-{MAX_RATE_HZ} Hz)")
     if (tag == _PCM and bits not in (8, 16, 24, 32)) or (tag == _FLOAT and bits not in (32, 64)):
         raise BadAudioError(f"{path}: unsupported WAV sample size: {bits}-bit")
     return tag, channels, rate, bits
