@@ -67,6 +67,13 @@ def test_simulate_output_folder_missing(good_wav: Path, tmp_path: Path) -> None:
     assert_one_line_error(p, "output folder does not exist")
 
 
+def test_bench_report_folder_that_is_a_file(tmp_path: Path) -> None:
+    in_the_way = tmp_path / "report"
+    in_the_way.write_text("not a folder")
+    p = voicebox("bench", "--report", str(in_the_way), "--only", "single_001")
+    assert_one_line_error(p, "cannot make the report folder")
+
+
 def test_simulate_output_is_a_directory(good_wav: Path, tmp_path: Path) -> None:
     p = voicebox("simulate", "--in", str(good_wav), "--out", str(tmp_path))
     assert_one_line_error(p, "output is a directory")

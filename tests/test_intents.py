@@ -110,6 +110,7 @@ def test_a_beginning_or_other_words_match_nothing(matcher: IntentMatcher, text: 
     ("language: en\nintents: {}\n", "defines no intents"),
     ("- just\n- a list\n", "needs an 'intents:' mapping"),
     ("language: en\nintents:\n  A:\n    data: 5\n", "intents file"),
+    ('intents:\n  A:\n    data:\n      - sentences: ["go"]\n', "missing key 'language'"),
 ])
 def test_a_bad_intents_file_is_a_one_line_config_error(
     tmp_path: Path, content: str, fragment: str

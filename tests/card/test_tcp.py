@@ -7,6 +7,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -84,6 +85,19 @@ def test_serving_on_a_taken_port_is_a_link_error(
     taken = parse_tcp(tcp_emulator.address)
     with pytest.raises(CardLinkError, match="cannot serve on"):
         CardEmulator(hc1, FakeStandIn(), taken).start()
+
+
+def test_serving_on_a_unix_path_that_cannot_be_one_is_a_link_error(
+    hc1: FirmwareProfile, tmp_path: Path
+) -> None:
+    """A missing folder is a one-line error, and a file in the way is left as it is."""
+    with pytest.raises(CardLinkError, match="cannot serve on .*No such file"):
+        CardEmulator(hc1, FakeStandIn(), tmp_path / "no" / "card.sock").start()
+    kept = tmp_path / "notes.txt"
+    kept.write_text("mine")
+    with pytest.raises(CardLinkError, match="exists and is not a socket"):
+        CardEmulator(hc1, FakeStandIn(), kept).start()
+    assert kept.read_text() == "mine"
 
 
 @pytest.mark.slow

@@ -76,7 +76,11 @@ def _config_args(args: argparse.Namespace) -> list[str]:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     config = load_config(args.config, llm__engine=args.engine, llm__profile=args.profile)
-    args.report.mkdir(parents=True, exist_ok=True)
+    try:
+        args.report.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a file in the way, no permission
+        raise VoiceboxError(f"cannot make the report folder {args.report}: "
+                            f"{exc.strerror or exc}") from None
     if args._worker:
         return worker_main(args, config)
     names = tuple(s.name for s in scenario_set(args.only))

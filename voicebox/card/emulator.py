@@ -101,10 +101,17 @@ class CardEmulator:
     def _listen(self) -> socket.socket:
         endpoint = self.endpoint
         if isinstance(endpoint, Path):
+            if endpoint.exists() and not endpoint.is_socket():  # never delete a user's file
+                raise CardLinkError(f"cannot serve on {endpoint}: it exists and is not a socket")
             with contextlib.suppress(FileNotFoundError):
-                endpoint.unlink()
+                endpoint.unlink()  # a socket left by an earlier run
             listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            listener.bind(str(endpoint))
+            try:
+                listener.bind(str(endpoint))
+            except OSError as exc:  # no such folder, no permission, path too long
+                listener.close()
+                raise CardLinkError(
+                    f"cannot serve on {endpoint}: {exc.strerror or exc}") from None
             return listener
         listener = socket.socket(endpoint.family, socket.SOCK_STREAM)
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

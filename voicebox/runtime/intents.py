@@ -87,6 +87,8 @@ class IntentMatcher:
         try:
             intents = Intents.from_dict(data)
             missing = _missing_references(intents)
+        except KeyError as exc:  # hassil reads the file's dict without checks
+            raise ConfigError(f"intents file {path}: missing key {exc} (hassil format)") from None
         except Exception as exc:  # hassil raises plain errors for malformed templates
             raise ConfigError(f"intents file {path}: {_one_line(exc)}") from None
         if missing:
