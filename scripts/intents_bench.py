@@ -53,7 +53,9 @@ def commands() -> list[Scenario]:
     name, path, text = RECORDED
     raw = np.fromfile(path, dtype="<i2").astype(np.float32) / 32768  # 16 kHz, 16-bit
     out = [scenario(name, raw, 16_000, text)]
-    tts = PiperTtsEngine(packaged_path("tts"))
+    # No noise: the same commands every run (Piper varies each call; tiny.en heard one
+    # of 8 takes of "Turn on the kitchen lights." as "Card on the kitchen whites.").
+    tts = PiperTtsEngine(packaged_path("tts"), noise_scale=0.0, noise_w_scale=0.0)
     for i, said in enumerate(SPOKEN):
         out.append(scenario(f"piper_{i}", tts.synthesize(said), tts.sample_rate_hz, said))
     return out

@@ -223,3 +223,20 @@ def test_listen_stopping_leaves_a_stream_that_will_not_close(
     _listen_until_sigterm(device, EventLog(), after_s=1.0)
     assert time.monotonic() - started < 10
     assert device.hung and dropped == [fake._exit_handler]
+
+
+def test_a_device_index_given_as_digits_is_an_index(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`listen --input-device 3` means device 3, as `voicebox devices` lists it, not a
+    device whose name contains "3"."""
+    asked: list[object] = []
+    fake = _fake_sd([])
+    query = fake.query_devices
+
+    def recording(device: object = None, kind: str | None = None) -> Any:
+        asked.append(device)
+        return query(device, kind)
+
+    fake.query_devices = recording
+    monkeypatch.setattr(devices, "_sounddevice", lambda: fake)
+    devices.SoundDevice(input_device="3", output_device="USB")
+    assert asked == [3, "USB"]

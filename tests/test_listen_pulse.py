@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import shutil
 import signal
 import subprocess
@@ -62,7 +63,11 @@ def test_listen_answers_and_yields_to_a_barge_in_through_pulseaudio(tmp_path: Pa
     assert result.barge_stop_ms and result.barge_stop_ms[0] is not None  # it went quiet
     said = [json.loads(line) for line in events.read_text().splitlines()]
     finals = [e["text"] for e in said if e["event"] == "TranscriptFinal"]
-    assert "amiable" in finals[0].lower() and "clubs" in finals[-1].lower()
+    # The barge-in ("seven of clubs") is heard as a turn of its own. Through the room's
+    # 48 kHz path tiny.en hears its last word as "close" about one run in five (as it
+    # hears the bench's "4. Queen of close"), so the card's rank is what is checked.
+    assert "amiable" in finals[0].lower()
+    assert re.search(r"\b(7|seven) of\b", finals[-1].lower()), finals[-1]
     assert any(e["event"] == "Interrupted" for e in said)
     listened = (tmp_path / "logs" / "listen.log").read_text()
     assert "listening (48000 Hz" in listened

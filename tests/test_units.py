@@ -184,6 +184,39 @@ def test_config_validation_names_the_field(tmp_path: Path) -> None:
     assert cfg.turn.end_of_turn_ms == 700 and cfg.llm.max_reply_tokens == 30
 
 
+@pytest.mark.parametrize(("toml", "fragment"), [
+    ('[llm]\nsystem_prompt = 5\n', "[llm] system_prompt must be a string, not 5"),
+    ('[turn]\nend_of_turn_ms = "x"\n', "[turn] end_of_turn_ms must be a whole number"),
+    ("[turn]\nend_of_turn_ms = 900.5\n", "must be a whole number, not 900.5"),
+    ("[turn]\nsilence_curve = [[0.5]]\n", "silence_curve must be a list of [score, ms] pairs"),
+    ('[audio]\necho_cancel = "yes"\n', "echo_cancel must be true or false"),
+    ("[audio]\ninput_device = [3]\n", "input_device must be a whole number or a string"),
+    ("[audio]\nsample_rate_hz = 1\n", "sample_rate_hz must be within 8000..384000"),
+    ("[models]\nllm = 5\n", "[models] llm must be a path"),
+    ("[intents]\nfile = 5\n", "[intents] file must be a path"),
+    ('asr_threads = "two"\n', "asr_threads must be a whole number"),
+    ("turn = 5\n", "[turn] must be a table"),
+])
+def test_config_values_of_the_wrong_type_are_named(
+    tmp_path: Path, toml: str, fragment: str
+) -> None:
+    """Caught when the file is read, not as a crash (TypeError) once a model loads."""
+    path = tmp_path / "c.toml"
+    path.write_text(toml)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert fragment in str(info.value)
+
+
+def test_config_values_of_the_right_type_are_kept(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text('[turn]\nllm_eot_full = 1\n[audio]\ninput_device = 3\n'
+                    '[models]\nllm = "m.gguf"\n')
+    cfg = load_config(path)
+    assert cfg.turn.llm_eot_full == 1.0 and isinstance(cfg.turn.llm_eot_full, float)
+    assert cfg.audio.input_device == 3 and cfg.models.llm == Path("m.gguf")
+
+
 def test_energy_gate_ignores_steady_noise_and_catches_an_onset() -> None:
     from voicebox.runtime.bargein import EnergyGate
 
@@ -399,6 +432,18 @@ def test_real_piper_clause_pause_is_trimmed() -> None:
     assert audio.shape[0] - out.shape[0] > rate // 20
     removed = audio[out.shape[0] :]
     assert float(np.sqrt((removed**2).mean())) < 10 ** (-45 / 20)  # only quiet was cut
+
+
+def test_real_piper_without_noise_says_a_text_the_same_way_each_time() -> None:
+    from voicebox.engines.piper_tts import PiperTtsEngine
+    from voicebox.models.locate import packaged_path
+
+    steady = PiperTtsEngine(packaged_path("tts"), noise_scale=0.0, noise_w_scale=0.0)
+    a, b = steady.synthesize("Turn on the fan."), steady.synthesize("Turn on the fan.")
+    assert a.shape == b.shape and np.array_equal(a, b)
+    lively = PiperTtsEngine(packaged_path("tts"))  # the voice's noise: every take differs
+    c, d = lively.synthesize("Turn on the fan."), lively.synthesize("Turn on the fan.")
+    assert c.shape != d.shape or not np.array_equal(c, d)
 
 
 def test_fast_asr_config_sets_a_greedy_final(tmp_path: Path) -> None:

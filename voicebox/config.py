@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import tomllib
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -81,7 +83,7 @@ class TurnConfig:
         _check(self.min_speech_ms > 0, "min_speech_ms", "must be > 0")
         _check(0 < self.speculate_after_ms <= self.end_of_turn_ms, "speculate_after_ms",
                "must be > 0 and <= end_of_turn_ms")
-        _check(self.pre_roll_ms >= 0, "pre_roll_ms", "must be >= 0")
+        _check(0 <= self.pre_roll_ms <= 2000, "pre_roll_ms", "must be within 0..2000")
         _check(0 < self.llm_eot_full <= 1, "llm_eot_full", "must be within (0, 1]")
         curve = tuple((float(score), int(ms)) for score, ms in self.silence_curve)
         object.__setattr__(self, "silence_curve", curve)
@@ -140,8 +142,9 @@ class AudioConfig:
     block_ms: float = 10.0
     sample_rate_hz: int | None = None
     """Device rate; None: 48 kHz when the card takes it, else its default rate."""
-    input_device: str | None = None
-    output_device: str | None = None
+    input_device: int | str | None = None
+    """PortAudio device index, or part of its name (``voicebox devices``)."""
+    output_device: int | str | None = None
     echo_cancel: bool = False
     """Remove the reply's echo from the microphone (WebRTC's canceller, ``audio.echo``):
     for a loudspeaker rather than a headset. Needs ``block_ms = 10`` (the sound card
@@ -149,6 +152,8 @@ class AudioConfig:
 
     def __post_init__(self) -> None:
         _check(1.0 <= self.block_ms <= 100.0, "block_ms", "must be within 1..100")
+        _check(self.sample_rate_hz is None or 8000 <= self.sample_rate_hz <= 384_000,
+               "sample_rate_hz", "must be within 8000..384000")
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,19 +237,53 @@ def load_config(path: Path | None, **overrides: Any) -> Config:
     kwargs: dict[str, Any] = {}
     for name, cls in sections.items():
         values = raw.pop(name, {})
+        _check(isinstance(values, dict), f"[{name}]", "must be a table of settings")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(values) - known
         _check(not unknown, f"[{name}]", f"has unknown keys: {', '.join(sorted(unknown))}")
-        if cls is ModelPaths:
-            values = {k: Path(v) for k, v in values.items()}
-        if cls is IntentsConfig and values.get("file") is not None:
-            values["file"] = Path(values["file"])
-        try:
-            kwargs[name] = cls(**values)
-        except TypeError as exc:
-            raise ConfigError(f"config: [{name}]: {exc}") from None
-    for key in ("asr_threads", "tts_threads", "asr_tail", "asr_final_beam", "asr_mode"):
-        if key in raw:
-            kwargs[key] = raw.pop(key)
+        kwargs[name] = cls(**_typed(f"[{name}] ", cls, values))
+    top_level = ("asr_threads", "tts_threads", "asr_tail", "asr_final_beam", "asr_mode")
+    top: dict[str, Any] = {key: raw.pop(key) for key in top_level if key in raw}
     _check(not raw, "file", f"has unknown keys: {', '.join(sorted(raw))}")
-    return Config(**kwargs)
+    return Config(**kwargs, **_typed("", Config, top))
+
+
+def _typed(where: str, cls: type, values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` (from TOML or flags) checked against the fields' types: a string where
+    a number belongs is a one-line error, not a crash later. Paths come as strings."""
+    hints = typing.get_type_hints(cls)
+    return {key: _as_type(f"{where}{key}", hints[key], value) for key, value in values.items()}
+
+
+def _as_type(name: str, hint: Any, value: Any) -> Any:
+    if typing.get_origin(hint) in (types.UnionType, typing.Union):
+        for option in typing.get_args(hint):
+            if option is type(None):
+                continue
+            try:
+                return _as_type(name, option, value)
+            except ConfigError:
+                pass
+        _check(False, name, f"must be {_kind(hint)}, not {value!r}")
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if hint is Path:
+        _check(isinstance(value, str | Path), name, f"must be a path, not {value!r}")
+        return Path(value)
+    if typing.get_origin(hint) is tuple:  # the silence curve: [[score, ms], ...]
+        pairs = isinstance(value, list | tuple) and all(
+            isinstance(p, list | tuple) and len(p) == 2
+            and all(isinstance(x, int | float) and not isinstance(x, bool) for x in p)
+            for p in value)
+        _check(pairs, name, f"must be a list of [score, ms] pairs, not {value!r}")
+        return value
+    ok = {bool: isinstance(value, bool), str: isinstance(value, str), float: number,
+          int: number and isinstance(value, int)}.get(hint, True)
+    _check(ok, name, f"must be {_kind(hint)}, not {value!r}")
+    return float(value) if hint is float else value
+
+
+def _kind(hint: Any) -> str:
+    options = [h for h in typing.get_args(hint) if h is not type(None)] or [hint]
+    names = {bool: "true or false", str: "a string", float: "a number", int: "a whole number",
+             Path: "a path"}
+    return " or ".join(names.get(h, str(h)) for h in options)

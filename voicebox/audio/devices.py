@@ -70,6 +70,12 @@ def list_devices() -> list[DeviceInfo]:
     ]
 
 
+def _device(spec: int | str | None) -> int | str | None:
+    """A PortAudio device: its index (digits on the command line count as one), or part
+    of its name."""
+    return int(spec) if isinstance(spec, str) and spec.strip().isdigit() else spec
+
+
 class SoundDevice:
     """A duplex stream on one clock: capture and playback share the callback."""
 
@@ -88,8 +94,8 @@ class SoundDevice:
         reply's echo from the microphone (``audio.echo``; 10 ms blocks only)."""
         sd = _sounddevice()
         try:
-            in_info = sd.query_devices(input_device, "input")
-            out_info = sd.query_devices(output_device, "output")
+            in_info = sd.query_devices(_device(input_device), "input")
+            out_info = sd.query_devices(_device(output_device), "output")
         except Exception as exc:  # no default device, bad name, unplugged
             raise DeviceError(
                 f"no usable audio device ({exc}); see `voicebox devices`, "

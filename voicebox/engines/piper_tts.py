@@ -17,8 +17,18 @@ class PiperTtsEngine:
     """A Piper voice (.onnx with its .onnx.json beside it)."""
 
     def __init__(
-        self, model_path: Path, *, length_scale: float | None = None, threads: int = 1
+        self,
+        model_path: Path,
+        *,
+        length_scale: float | None = None,
+        noise_scale: float | None = None,
+        noise_w_scale: float | None = None,
+        threads: int = 1,
     ) -> None:
+        """``length_scale``, ``noise_scale`` and ``noise_w_scale`` are Piper's own
+        settings (None: the voice's). Piper draws fresh noise for every call, so the same
+        text never sounds quite the same twice; both noise scales at 0 make it repeatable
+        (input speech for tests and benches)."""
         import onnxruntime
         from piper import PiperVoice, SynthesisConfig
         from piper.config import PiperConfig
@@ -49,7 +59,9 @@ class PiperTtsEngine:
             self._voice = PiperVoice(config=PiperConfig.from_dict(config), session=session)
         except Exception as exc:  # corrupt JSON or ONNX: say which file
             raise ModelError(f"cannot load TTS voice {model_path}: {exc}") from exc
-        self._syn = SynthesisConfig(length_scale=length_scale)
+        self._syn = SynthesisConfig(
+            length_scale=length_scale, noise_scale=noise_scale, noise_w_scale=noise_w_scale
+        )
         self._rate = int(self._voice.config.sample_rate)
 
     @property
