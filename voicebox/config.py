@@ -256,6 +256,7 @@ def _typed(where: str, cls: type, values: dict[str, Any]) -> dict[str, Any]:
 
 
 def _as_type(name: str, hint: Any, value: Any) -> Any:
+    """``value`` as the type ``hint`` names (ints taken as floats, strings as paths)."""
     if typing.get_origin(hint) in (types.UnionType, typing.Union):
         for option in typing.get_args(hint):
             if option is type(None):
@@ -264,7 +265,7 @@ def _as_type(name: str, hint: Any, value: Any) -> Any:
                 return _as_type(name, option, value)
             except ConfigError:
                 pass
-        _check(False, name, f"must be {_kind(hint)}, not {value!r}")
+        raise ConfigError(f"config: {name} must be {_kind(hint)}, not {value!r}")
     number = isinstance(value, int | float) and not isinstance(value, bool)
     if hint is Path:
         _check(isinstance(value, str | Path), name, f"must be a path, not {value!r}")

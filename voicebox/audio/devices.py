@@ -189,8 +189,8 @@ class SoundDevice:
         """Stop and close ``stream`` on a thread of its own, for at most
         ``CLOSE_TIMEOUT_S``.
 
-        PortAudio's close can block for good when the sound server dies under it (seen
-        once through ALSA's pulse plugin, the server killed as `listen` got SIGTERM). The
+        PortAudio's stop can block for good when the sound server dies under it (2 times
+        in 9 through ALSA's pulse plugin, the server killed as `listen` got SIGTERM). The
         event loop must not block with it: the stream is left to its thread, PortAudio's
         exit handler (which would close it again, and block) is dropped, and the device
         counts as lost."""

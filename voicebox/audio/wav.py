@@ -12,7 +12,7 @@ from voicebox.engines.protocols import FloatAudio
 from voicebox.errors import BadAudioError
 
 MIN_RATE_HZ = 4_000
-"""Slower than telephone speech (8 kHz) holds no intelligible voice."""
+"""Half the telephone rate: below it no speech is intelligible."""
 MAX_RATE_HZ = 384_000
 """The fastest rate sound cards record at; the resampler takes up to 256x its output."""
 _PCM = 1
