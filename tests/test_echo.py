@@ -54,6 +54,36 @@ def test_the_user_talking_over_the_reply_is_kept() -> None:
     assert np.corrcoef(_envelope(kept[BLOCK:]), _envelope(said[:-BLOCK]))[0, 1] > 0.8
 
 
+@needs_testdata
+def test_the_canceller_rests_between_replies_and_keeps_what_it_learned() -> None:
+    """A second of silence played and the microphone passes as it is (no call into the
+    module: what idle listening costs); the next reply's echo goes at once, as the filter
+    learned on the first reply is kept."""
+    reply = resample(read_clip("librivox/sense_and_sensibility_01_austen_64kb-0870"), 16000, RATE)
+    reply = (0.5 * reply / np.abs(reply).max()).astype(np.float32)
+    gap = np.zeros(3 * RATE, np.float32)
+    far = np.concatenate([reply, gap, reply])
+    echo = 0.5 * np.concatenate([np.zeros(round(0.055 * RATE), np.float32), far])[: len(far)]
+    mic = echo.astype(np.float32)
+    aec = EchoCanceller(RATE)
+    aec.set_delay_ms(50)
+    assert aec.resting  # nothing played yet
+    out, resting = [], []
+    for i in range(0, len(far) - BLOCK + 1, BLOCK):
+        block = mic[i : i + BLOCK]
+        cleaned = aec.captured(block)
+        if aec.resting:
+            assert cleaned is block
+        out.append(cleaned)
+        aec.played(far[i : i + BLOCK])
+        resting.append(aec.resting)
+    gap_blocks = resting[len(reply) // BLOCK : (len(reply) + len(gap)) // BLOCK]
+    assert sum(gap_blocks) >= len(gap_blocks) - 110  # all but the first second (and echo)
+    again = len(reply) + len(gap)
+    cleaned = np.concatenate(out)[again : again + RATE]
+    assert dbfs(cleaned) < dbfs(echo[again : again + RATE]) - 30
+
+
 def _envelope(x: np.ndarray) -> np.ndarray:
     frames = x[: len(x) // BLOCK * BLOCK].reshape(-1, BLOCK)
     return np.asarray(np.sqrt((frames**2).mean(axis=1)))
