@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from types import ModuleType
 
+import numpy as np
 import pytest
 
 import voicebox.bench.gaps as gaps_module
+from voicebox.bench.run import as_read_from_wav
+from voicebox.bench.scenarios import clips
 from voicebox.config import Config, load_config
+from voicebox.engines.protocols import ASR_SAMPLE_RATE_HZ, VadEngine
+from voicebox.models.locate import packaged_path
+from voicebox.runtime.build import load_vad
+from voicebox.runtime.turns import TurnDetector, frame_level
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -120,3 +128,40 @@ def test_bench_pauses_hold_the_speakers_gap() -> None:
     held = _Builder("y").speech(clip, pause_at_s=3.0, pause_s=0.45).done()
     assert added.pauses[0][1] - added.pauses[0][0] == pytest.approx(0.45)
     assert len(held.audio) < len(added.audio)  # the speaker's own quiet was not added to
+
+
+def _silence_at(config: Config, audio: np.ndarray, vad: VadEngine, at_s: float) -> float:
+    """The silence (ms) the turn detector has counted when the stream reaches ``at_s``."""
+    vad.reset()
+    n = vad.frame_samples
+    det = TurnDetector(config.turn, n / ASR_SAMPLE_RATE_HZ)
+    for k in range(int(at_s * ASR_SAMPLE_RATE_HZ) // n):
+        frame = audio[k * n : (k + 1) * n]
+        det.update(vad.probability(frame), (k + 1) * n / ASR_SAMPLE_RATE_HZ, frame_level(frame))
+    return det.silence_ms
+
+
+def test_energy_hold_hears_the_soft_word_after_a_pause(gaps: ModuleType) -> None:
+    """0870 with 600 ms of silence added after "... in his power to do": silero never
+    calls the soft "for them" after it speech (0.42 at most), so with the VAD alone the
+    pause runs on through those words, and a turn scored as finished would be answered
+    over them (the every-gap table had it as a 2 s pause). The energy hold hears "for"
+    begin and the count starts again."""
+    from faster_whisper import WhisperModel
+
+    clip = next(c for c in clips() if c.name.endswith("0870"))
+    whisper = WhisperModel(str(packaged_path("asr")), device="cpu", compute_type="int8",
+                           cpu_threads=2)
+    at_s = next(at for at, before, _ in gaps.word_gaps(whisper, clip)
+                if before.endswith("power to do"))
+    sc = gaps.scenario(clip, at_s, noisy=False)
+    audio = as_read_from_wav(sc)
+    end_s = sc.turns[0]["speech_end_s"]  # the last 10 ms above -40 dBFS: inside "for"
+    config = load_config(None)
+    vad = load_vad(config)
+    held = _silence_at(config, audio, vad, end_s)
+    vad_only = _silence_at(
+        dataclasses.replace(config, turn=dataclasses.replace(config.turn, energy_hold=False)),
+        audio, vad, end_s)
+    assert held < 200
+    assert vad_only > gaps.INSERT_S * 1000  # the pause and the word, all silence

@@ -49,6 +49,68 @@ def test_hysteresis_keeps_speech_between_thresholds() -> None:
     assert got == [Decision.START]
 
 
+def _feed_levels(det: TurnDetector, frames: list[tuple[float, float]]) -> None:
+    """Feed (probability, level) frames, going on from the stream time ``det`` has seen."""
+    t0 = round(max(det.turn.speech_end_s + det.turn.silence_s, det.turn.sound_s) / FRAME_S)
+    for i, (p, level) in enumerate(frames):
+        det.update(p, (t0 + i + 1) * FRAME_S, level)
+
+
+ROOM, VOICE, TAIL = 0.001, 0.1, 0.02
+"""Frame levels: the room's noise floor, speech, a soft word onset or tail."""
+
+
+def test_energy_hold_restarts_the_silence_at_a_soft_onset() -> None:
+    """The VAD has not called the next word speech yet, but the microphone is loud again
+    after having fallen to the floor: the pause so far no longer counts."""
+    det = TurnDetector(TurnConfig(min_speech_ms=64), FRAME_S)
+    _feed_levels(det, [(0.1, ROOM)] * 30 + [(0.9, VOICE)] * 10 + [(0.1, ROOM)] * 10)
+    assert det.silence_ms == pytest.approx(10 * FRAME_S * 1000)
+    _feed_levels(det, [(0.2, TAIL)])
+    assert det.silence_ms == 0.0
+    _feed_levels(det, [(0.1, ROOM)] * 3)
+    assert det.silence_ms == pytest.approx(3 * FRAME_S * 1000)
+    assert det.turn.speech_end_s == pytest.approx(40 * FRAME_S)  # the VAD's end, kept
+
+
+def test_energy_hold_ignores_the_words_own_tail() -> None:
+    """Quiet speech right after the VAD's end (a soft final consonant) is not the user
+    going on: the level has not yet fallen to the floor."""
+    det = TurnDetector(TurnConfig(min_speech_ms=64), FRAME_S)
+    _feed_levels(det, [(0.1, ROOM)] * 30 + [(0.9, VOICE)] * 10 + [(0.1, TAIL)] * 4)
+    assert det.silence_ms == pytest.approx(4 * FRAME_S * 1000)
+
+
+def test_energy_hold_off_or_without_levels_counts_vad_silence() -> None:
+    frames = [(0.1, ROOM)] * 30 + [(0.9, VOICE)] * 10 + [(0.1, ROOM)] * 5 + [(0.2, TAIL)]
+    det = TurnDetector(TurnConfig(min_speech_ms=64, energy_hold=False), FRAME_S)
+    _feed_levels(det, frames)
+    assert det.silence_ms == pytest.approx(6 * FRAME_S * 1000)
+    det = TurnDetector(TurnConfig(min_speech_ms=64), FRAME_S)
+    _feed(det, [p for p, _ in frames])
+    assert det.silence_ms == pytest.approx(6 * FRAME_S * 1000)
+
+
+def test_energy_hold_keeps_a_turn_open_at_most_the_longest_wait() -> None:
+    """Sounds the VAD calls silence (a keyboard, a clock) hold the count only until
+    ``end_of_turn_ms`` after the VAD's end of speech; then the silence ends the turn."""
+    cfg = TurnConfig(min_speech_ms=64, end_of_turn_ms=320, speculate_after_ms=32)
+    det = TurnDetector(cfg, FRAME_S)
+    _feed_levels(det, [(0.1, ROOM)] * 30 + [(0.9, VOICE)] * 10)
+    clicks = ([(0.1, ROOM)] * 3 + [(0.1, TAIL)]) * 10
+    _feed_levels(det, clicks)
+    assert not det.in_turn
+    assert det.turn.sound_s - det.turn.speech_end_s < cfg.end_of_turn_ms / 1000
+
+
+def test_energy_hold_floor_follows_the_room() -> None:
+    """Under a steady noise the floor is the noise: its own level holds nothing."""
+    noise = 0.02
+    det = TurnDetector(TurnConfig(min_speech_ms=64), FRAME_S)
+    _feed_levels(det, [(0.1, noise)] * 60 + [(0.9, VOICE)] * 10 + [(0.1, noise)] * 20)
+    assert det.silence_ms == pytest.approx(20 * FRAME_S * 1000)
+
+
 def test_end_now_confirms_only_during_silence() -> None:
     det = TurnDetector(TurnConfig(), FRAME_S)
     _feed(det, [0.9] * 5)
@@ -174,6 +236,8 @@ def test_a_turn_replied_to_again_after_a_clear_starts_its_count_anew() -> None:
 def test_config_validation_names_the_field(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="speculate_after_ms"):
         TurnConfig(speculate_after_ms=900, end_of_turn_ms=500)
+    with pytest.raises(ConfigError, match="hold_min_dbfs"):
+        TurnConfig(hold_min_dbfs=6)
     bad = tmp_path / "c.toml"
     bad.write_text("[turn]\nbogus = 1\n")
     with pytest.raises(ConfigError, match="bogus"):

@@ -73,6 +73,17 @@ class TurnConfig:
     """Audio kept from before the detected speech start."""
     partial_interval_ms: int = 400
     """How often to transcribe while the user speaks."""
+    energy_hold: bool = True
+    """After the VAD's end of speech, restart the silence count at any frame clearly above
+    the noise floor (``hold_rise_db`` over it, and over ``hold_min_dbfs``) once the level
+    has dipped to it: silero is late on soft word onsets and misses some ("for them" in
+    0870), and a pause must not be counted longer than it was. Over every word gap the
+    VAD alone heard a median 40 ms (p90 168 ms) more silence than the pause held; with
+    the hold 8 ms (BENCHMARKS.md section 5)."""
+    hold_rise_db: float = 12.0
+    """How far above the noise floor a frame restarts the silence count."""
+    hold_min_dbfs: float = -45.0
+    """Nor below this level, whatever the floor (digital silence has none)."""
     fast_barge_in: bool = True
     """Pause the reply on a rise in microphone energy before the VAD confirms speech.
     Needs an echo-free microphone (``listen`` turns it off unless told otherwise)."""
@@ -95,6 +106,8 @@ class TurnConfig:
                and all(a >= b for a, b in zip(waits, waits[1:], strict=False)),
                "silence_curve", "silences must be > 0 and not rise")
         _check(self.partial_interval_ms > 0, "partial_interval_ms", "must be > 0")
+        _check(self.hold_rise_db >= 0, "hold_rise_db", "must be >= 0")
+        _check(-120 <= self.hold_min_dbfs <= 0, "hold_min_dbfs", "must be within -120..0")
 
 
 @dataclass(frozen=True, slots=True)

@@ -47,6 +47,7 @@ from voicebox.runtime.turns import (
     Decision,
     TurnDetector,
     end_of_turn_score,
+    frame_level,
     required_silence_ms,
 )
 
@@ -67,11 +68,19 @@ class Pause:
     llm: float
     audio: float
     silence_ms: float
-    """How long the silence lasted (VAD frames): until speech resumed or the next turn."""
+    """The longest silence the turn detector counted in the pause (VAD frames): until
+    speech resumed or the next turn, or between two sounds of the energy hold."""
     real_end: bool
     """The labelled turn ends here (else the user was only pausing)."""
     vad_lag_ms: float | None = None
     """For a real end: how late the VAD's end of speech is against the labelled end."""
+    until_s: float | None = None
+    """When the pause ended: speech resumed, the next turn began, or the audio ended
+    (tables before the energy hold: ``at_s`` plus ``silence_ms``)."""
+
+    @property
+    def end_s(self) -> float:
+        return self.until_s if self.until_s is not None else self.at_s + self.silence_ms / 1000
 
 
 @dataclass(slots=True)
@@ -104,6 +113,8 @@ def replay(config: Config, models: Models, sc: Scenario) -> list[Pause]:
     turn_audio: list[np.ndarray] = []
     silent_run = 0
     open_pause: Pause | None = None
+    count_from = 0.0
+    """Where the silence count of the open pause last started (the energy hold restarts it)."""
     for k, frame in enumerate(frames):
         prob = vad.probability(frame)
         end_s = (k + 1) * frame_n / ASR_SAMPLE_RATE_HZ
@@ -113,7 +124,7 @@ def replay(config: Config, models: Models, sc: Scenario) -> list[Pause]:
                 turn_audio.append(frame)
         keep = max(1, int(cfg.pre_roll_ms / 1000 * ASR_SAMPLE_RATE_HZ / frame_n))
         pre_roll = [*pre_roll, frame][-keep:]
-        decision = detector.update(prob, end_s)
+        decision = detector.update(prob, end_s, frame_level(frame))
         if decision is Decision.START:
             turn_audio = list(pre_roll)
         elif decision is Decision.PAUSE:
@@ -129,12 +140,19 @@ def replay(config: Config, models: Models, sc: Scenario) -> list[Pause]:
                                round(turn_model.probability(audio), 4), 0.0, bool(near),
                                round((at - near[0]) * 1000) if near else None)
             out.append(open_pause)
+            count_from = at
+        elif open_pause is not None and detector.turn.sound_s == end_s:
+            # A sound restarts the count: the stretch before it is one the curve faced.
+            open_pause.silence_ms = max(open_pause.silence_ms,
+                                        round((end_s - count_from) * 1000))
+            count_from = end_s
         ends = decision in (Decision.RESUME, Decision.START) or k == len(frames) - 1
         if open_pause is not None and ends:
-            open_pause.silence_ms = round((end_s - open_pause.at_s) * 1000)
+            last = round((end_s - count_from) * 1000)
             if decision is Decision.START:  # after END: the gap to the next turn
-                open_pause.silence_ms = round(
-                    (detector.turn.speech_start_s - open_pause.at_s) * 1000)
+                last = round((detector.turn.speech_start_s - count_from) * 1000)
+            open_pause.silence_ms = max(open_pause.silence_ms, last)
+            open_pause.until_s = round(end_s, 3)
             open_pause = None
     return out
 
@@ -157,8 +175,8 @@ class Gap:
     kind: str
     """``mid`` (inside a phrase) or ``item`` (after a whole card in a list)."""
     natural_ms: float
-    """Silence the speaker left there anyway (VAD-measured pause minus the insert); over
-    ``MISSED_MS`` the VAD did not hear the next word, and the gap is counted apart."""
+    """Silence the speaker left there anyway (the detector's pause minus the insert); over
+    ``MISSED_MS`` the detector did not hear the next word, and the gap is counted apart."""
     pause: Pause | None
     """The pipeline's pause row (None: the VAD saw no pause there, nothing to cut)."""
     gap_ms: float = 0.0
@@ -218,8 +236,8 @@ def measure(config: Config, *, progress: bool = False) -> tuple[list[Gap], list[
                 sc = scenario(clip, at_s, noisy)
                 start, _ = sc.pauses[0]
                 rows = replay(config, models, sc)
-                hit = [p for p in rows if p.at_s <= start + 0.1 and p.at_s + p.silence_ms / 1000
-                       >= start + INSERT_S - 0.05]
+                hit = [p for p in rows
+                       if p.at_s <= start + 0.1 and p.end_s >= start + INSERT_S - 0.05]
                 pause = hit[-1] if hit else None
                 natural = pause.silence_ms - INSERT_S * 1000 if pause else 0.0
                 gaps.append(Gap(clip.name, noisy, before, kind, natural, pause, quiet[at_s]))

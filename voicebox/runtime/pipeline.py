@@ -44,6 +44,7 @@ from voicebox.runtime.turns import (
     Decision,
     TurnDetector,
     end_of_turn_score,
+    frame_level,
     required_silence_ms,
 )
 
@@ -193,7 +194,7 @@ class Pipeline:
             else:
                 self._since_end.append(frame)
             self._pre_roll.append(frame)
-            decision = self._detector.update(prob, end_s)
+            decision = self._detector.update(prob, end_s, frame_level(frame))
             if decision is not None:
                 self._decide(decision)
             self._check_semantic_end()
