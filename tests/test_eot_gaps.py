@@ -11,7 +11,7 @@ import pytest
 
 import voicebox.bench.gaps as gaps_module
 from voicebox.bench.run import as_read_from_wav
-from voicebox.bench.scenarios import clips
+from voicebox.bench.scenarios import Scenario, clips
 from voicebox.config import Config, load_config
 from voicebox.engines.protocols import ASR_SAMPLE_RATE_HZ, VadEngine
 from voicebox.models.locate import packaged_path
@@ -165,3 +165,49 @@ def test_energy_hold_hears_the_soft_word_after_a_pause(gaps: ModuleType) -> None
         audio, vad, end_s)
     assert held < 200
     assert vad_only > gaps.INSERT_S * 1000  # the pause and the word, all silence
+
+
+class _LoudVad:
+    """A VAD that calls a frame speech when it is loud (a fake: the real silero is above)."""
+
+    frame_samples = 512
+
+    def probability(self, frame: np.ndarray) -> float:
+        return 0.9 if frame_level(frame) > 0.05 else 0.05
+
+    def reset(self) -> None:
+        pass
+
+
+class _Words:
+    def transcribe(self, audio: np.ndarray, *, final: bool) -> object:
+        return type("T", (), {"text": "some words"})()
+
+    def end_of_turn_probability(self, messages: object) -> float:
+        return 0.0
+
+    def probability(self, audio: np.ndarray) -> float:
+        return 0.0
+
+
+def test_replay_counts_a_pause_between_the_sounds_the_hold_hears(gaps: ModuleType) -> None:
+    """Speech, 0.3 s of quiet, a soft sound the VAD calls silence, 0.6 s of quiet, speech:
+    the pause row lasts until the VAD hears speech again, and its silence is the longest
+    stretch the detector counted (the 0.6 s), not the whole 0.9 s."""
+    rate = ASR_SAMPLE_RATE_HZ
+    t = np.arange(rate) / rate
+    voice = (0.2 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
+    room = np.full(rate * 2, 1e-3, dtype=np.float32) * np.sign(np.sin(np.arange(rate * 2)))
+    soft = (0.03 * np.sin(2 * np.pi * 220 * t[: rate // 10])).astype(np.float32)
+    parts = [room[:rate], voice, room[: int(rate * 0.3)], soft, room[: int(rate * 0.6)],
+             voice[: rate // 2], room[: int(rate * 1.5)]]
+    audio = np.concatenate(parts)
+    sc = Scenario("hold", audio, rate, turns=[{"speech_start_s": 1.0,
+                                                           "speech_end_s": 3.5}])
+    fake = _Words()
+    models = gaps.Models(_LoudVad(), fake, fake, fake)  # type: ignore[arg-type]
+    rows = gaps.replay(load_config(None), models, sc)
+    pause = next(p for p in rows if 1.9 < p.at_s < 2.2)
+    assert 600 <= pause.silence_ms <= 700
+    assert pause.until_s is not None and 3.0 <= pause.until_s <= 3.1
+    assert pause.end_s == pause.until_s
