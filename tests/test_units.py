@@ -518,3 +518,37 @@ def test_fast_asr_config_sets_a_greedy_final(tmp_path: Path) -> None:
     bad.write_text("asr_final_beam = 0\n")
     with pytest.raises(ConfigError, match="asr_final_beam"):
         load_config(bad)
+
+
+def test_engine_threads_are_niced_and_the_callers_are_not() -> None:
+    import os
+    import threading
+
+    from voicebox.runtime.priority import new_threads_lowered
+    from voicebox.runtime.workers import EngineWorker
+
+    mine = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    worker = EngineWorker("t", nice=mine + 3)
+    try:
+        assert worker.call(lambda: os.getpriority(os.PRIO_PROCESS, threading.get_native_id())) \
+            == mine + 3
+    finally:
+        worker.close()
+    started, release = threading.Event(), threading.Event()
+    tids: list[int] = []
+
+    def pool_thread() -> None:  # as CTranslate2 starts its pool while a model loads
+        tids.append(threading.get_native_id())
+        started.set()
+        release.wait()
+
+    with new_threads_lowered(mine + 2):
+        thread = threading.Thread(target=pool_thread)
+        thread.start()
+        started.wait()
+    try:
+        assert os.getpriority(os.PRIO_PROCESS, tids[0]) == mine + 2
+        assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == mine
+    finally:
+        release.set()
+        thread.join()

@@ -200,6 +200,10 @@ class Config:
     intents: IntentsConfig = field(default_factory=IntentsConfig)
     asr_threads: int = 1
     """Whisper's threads: one (CTranslate2 on two threads was slower here: 236 vs 146 ms)."""
+    inference_nice: int = 10
+    """Nice value of the ASR, LLM, TTS and turn-model threads (``runtime.priority``), so
+    the audio callback, the event loop and the VAD get a core first; 0 leaves them as
+    they are. Through PulseAudio here `listen` had 0-18 xruns per reply at 0."""
     tts_threads: int | None = None
     """Piper's threads; None: two when the process may use two cores or more (a 3-word
     clause 54 -> 30 ms here; they do not spin), else one (on one core two threads only
@@ -224,6 +228,7 @@ class Config:
     def __post_init__(self) -> None:
         _check(self.asr_mode in ("windowed", "whole"), "asr_mode", "must be windowed or whole")
         _check(self.asr_threads >= 1, "asr_threads", "must be >= 1")
+        _check(0 <= self.inference_nice <= 19, "inference_nice", "must be within 0..19")
         _check(self.asr_final_beam >= 1, "asr_final_beam", "must be >= 1")
         _check(self.tts_threads is None or self.tts_threads >= 1, "tts_threads", "must be >= 1")
 
@@ -255,7 +260,8 @@ def load_config(path: Path | None, **overrides: Any) -> Config:
         unknown = set(values) - known
         _check(not unknown, f"[{name}]", f"has unknown keys: {', '.join(sorted(unknown))}")
         kwargs[name] = cls(**_typed(f"[{name}] ", cls, values))
-    top_level = ("asr_threads", "tts_threads", "asr_tail", "asr_final_beam", "asr_mode")
+    top_level = ("asr_threads", "inference_nice", "tts_threads", "asr_tail", "asr_final_beam",
+                 "asr_mode")
     top: dict[str, Any] = {key: raw.pop(key) for key in top_level if key in raw}
     _check(not raw, "file", f"has unknown keys: {', '.join(sorted(raw))}")
     return Config(**kwargs, **_typed("", Config, top))

@@ -7,7 +7,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -237,7 +237,10 @@ class CardDriver:
         try:
             while True:
                 gap = self.timeouts.first_token_s if expected == 0 else self.timeouts.token_s
-                frame = self._next_frame(_Wait(time.monotonic() + gap, cancel))
+                # Checked before every frame, buffered ones too: the card may have sent
+                # the whole reply already, and not one token may follow the host's cancel.
+                frame = None if cancel.is_set() else self._next_frame(
+                    _Wait(time.monotonic() + gap, cancel))
                 if frame is None:  # cancelled by the host
                     done = self._abort(session, seq)
                     settled = True
@@ -291,7 +294,9 @@ class CardDriver:
             while True:
                 frame = self._next_frame(wait)
                 if frame is not None and frame.seq == seq and frame.type == Reply.DONE:
-                    return parse_done(frame.body)
+                    # The card may have finished before CANCEL reached it; to the host,
+                    # which stopped reading, the stream was cancelled all the same.
+                    return replace(parse_done(frame.body), finish="cancelled")
         return None
 
     def status(self) -> dict[str, Any]:

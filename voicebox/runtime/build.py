@@ -8,6 +8,7 @@ import os
 from voicebox.config import Config
 from voicebox.engines.protocols import AsrEngine, LlmEngine, TurnModel, VadEngine
 from voicebox.models.locate import packaged_path
+from voicebox.runtime.priority import new_threads_lowered
 from voicebox.runtime.reply import Engines
 from voicebox.runtime.workers import EngineWorker
 
@@ -60,24 +61,27 @@ def load_engines(config: Config) -> tuple[VadEngine, Engines]:
     from voicebox.engines.piper_tts import PiperTtsEngine
 
     vad = load_vad(config)
-    asr = build_asr(config)
-    tts = PiperTtsEngine(config.models.tts or packaged_path("tts"), threads=tts_threads(config))
-    turn_model: TurnModel | None = None
-    if config.turn.semantic and config.turn.audio_model:
-        from voicebox.engines.smart_turn import SmartTurnEngine
+    nice = config.inference_nice
+    with new_threads_lowered(nice):  # the pools CTranslate2 and onnxruntime start
+        asr = build_asr(config)
+        tts = PiperTtsEngine(config.models.tts or packaged_path("tts"),
+                             threads=tts_threads(config))
+        turn_model: TurnModel | None = None
+        if config.turn.semantic and config.turn.audio_model:
+            from voicebox.engines.smart_turn import SmartTurnEngine
 
-        turn_model = SmartTurnEngine(config.models.turn or packaged_path("turn"))
-    llm = load_llm(config)
+            turn_model = SmartTurnEngine(config.models.turn or packaged_path("turn"))
+        llm = load_llm(config)
     engines = Engines(
-        vad_worker=EngineWorker("vad"),
-        asr=asr, asr_worker=EngineWorker("asr"),
-        llm=llm, llm_worker=EngineWorker("llm"),
-        tts=tts, tts_worker=EngineWorker("tts"),
+        vad_worker=EngineWorker("vad"),  # real time, like the audio: not niced
+        asr=asr, asr_worker=EngineWorker("asr", nice=nice),
+        llm=llm, llm_worker=EngineWorker("llm", nice=nice),
+        tts=tts, tts_worker=EngineWorker("tts", nice=nice),
         turn_model=turn_model,
         # The audio turn model has a thread of its own: it runs on the second core while
         # the final transcript is decoded, so the end-of-turn score waits only for the
         # slower of the two (the LLM and TTS are idle at that moment).
-        turn_worker=EngineWorker("turn") if turn_model is not None else None,
+        turn_worker=EngineWorker("turn", nice=nice) if turn_model is not None else None,
     )
     return vad, engines
 

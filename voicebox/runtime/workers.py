@@ -8,6 +8,8 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
+from voicebox.runtime.priority import lower_this_thread
+
 T = TypeVar("T")
 
 _DONE = object()
@@ -16,9 +18,11 @@ _DONE = object()
 class EngineWorker:
     """Runs calls to one engine on its own single thread, never the default executor."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, *, nice: int = 0) -> None:
+        """``nice``: the thread's nice value (``priority``), set as it starts."""
         self.name = name
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"vb-{name}")
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"vb-{name}",
+                                        initializer=lower_this_thread, initargs=(nice,))
 
     async def run(self, fn: Callable[..., T], *args: object) -> T:
         loop = asyncio.get_running_loop()
