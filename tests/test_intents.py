@@ -267,8 +267,12 @@ def test_a_spoken_command_through_the_real_pipeline(
 
     def run(intents: Path | None) -> list[Event]:
         async def go() -> SimulationResult:
+            # The longest silence well past the 200 ms a command takes, so that a final
+            # transcript slowed by a loaded host (850 ms seen) cannot let it end the turn.
+            config = Config(turn=TurnConfig(end_of_turn_ms=1800),
+                            intents=IntentsConfig(file=intents))
             return await asyncio.wait_for(
-                simulate(audio, rate, config=Config(intents=IntentsConfig(file=intents)),
+                simulate(audio, rate, config=config,
                          vad=vad, engines=engines, log=EventLog()),  # type: ignore[arg-type]
                 timeout=120,
             )

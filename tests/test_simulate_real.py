@@ -49,6 +49,23 @@ def _simulate(
     return asyncio.run(go())
 
 
+def _simulate_barge(
+    scenario: scenarios.Scenario, real_engines: tuple[object, object]
+) -> SimulationResult:
+    """A barge-in scenario whose first reply was playing when the user barged in.
+
+    On a loaded virtual machine (CPU stolen by its neighbours: one final transcript of 1.7
+    s took 850 ms against 130-190 ms alone) a reply can come after the barge, which then
+    has nothing to interrupt: that run says nothing about barge-in, so it is run again
+    once, and the test is skipped if the host stays that slow."""
+    for _ in range(2):
+        result = _simulate(scenario, real_engines)
+        plays = [e for e in result.events if isinstance(e, PlaybackStarted) and e.turn == 0]
+        if plays and plays[0].stream_s < scenario.barge[0]:
+            return result
+    pytest.skip("this host was too slow for the scenario: no reply playing at the barge-in")
+
+
 def _words(text: str) -> list[str]:
     return re.sub(r"[^a-z ]", " ", text.lower().replace("-", " ")).split()
 
@@ -101,7 +118,7 @@ def test_barge_in_at_a_sound_cards_rate_pauses_before_the_vad_confirms(
     scenario = scenarios.barge_in()
     card = dataclasses.replace(scenario, audio=resample(scenario.audio, scenario.rate_hz, 48000),
                                rate_hz=48000)
-    result = _simulate(card, real_engines)
+    result = _simulate_barge(card, real_engines)
     labels = {"turns": scenario.turns, "barge": scenario.barge}
     scored = score(scenario.name, labels, result.output, result.sample_rate_hz, result.events)
     inter = _first(result.events, Interrupted)
@@ -113,7 +130,7 @@ def test_barge_in_at_a_sound_cards_rate_pauses_before_the_vad_confirms(
 
 def test_barge_in_stops_the_reply(real_engines: tuple[object, object]) -> None:
     scenario = scenarios.barge_in()
-    result = _simulate(scenario, real_engines)
+    result = _simulate_barge(scenario, real_engines)
     ev = result.events
     inter = _first(ev, Interrupted)
     barge = scenario.barge[0]
