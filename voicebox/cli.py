@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from voicebox.config import Config, load_config
+from voicebox.config import LISTEN_NICE, Config, load_config
 from voicebox.errors import VoiceboxError
 from voicebox.events import (
     Event,
@@ -138,6 +138,8 @@ def cmd_listen(args: argparse.Namespace) -> int:
         config = dataclasses.replace(
             config, audio=dataclasses.replace(config.audio, echo_cancel=True)
         )
+    if config.inference_nice is None:  # a sound card: the audio before inference
+        config = dataclasses.replace(config, inference_nice=LISTEN_NICE)
     if not (args.echo_free or config.audio.echo_cancel):
         # A microphone that hears the speaker hears the reply: only the VAD may interrupt
         # it, not a rise in energy. With the echo cancelled, the energy gate hears the user.

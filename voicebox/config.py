@@ -189,6 +189,10 @@ class IntentsConfig:
                "must be >= silence_ms")
 
 
+LISTEN_NICE = 10
+"""``inference_nice`` of `listen` unless configured."""
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     """Everything the runtime needs."""
@@ -200,10 +204,13 @@ class Config:
     intents: IntentsConfig = field(default_factory=IntentsConfig)
     asr_threads: int = 1
     """Whisper's threads: one (CTranslate2 on two threads was slower here: 236 vs 146 ms)."""
-    inference_nice: int = 10
+    inference_nice: int | None = None
     """Nice value of the ASR, LLM, TTS and turn-model threads (``runtime.priority``), so
-    the audio callback, the event loop and the VAD get a core first; 0 leaves them as
-    they are. Through PulseAudio here `listen` had 0-18 xruns per reply at 0."""
+    the audio callback, the event loop and the VAD get a core first. None: ``LISTEN_NICE``
+    on a sound card (`listen`: through PulseAudio here 0-1 xruns per reply instead of
+    3-18, and no reply heard as the user), 0 in `simulate` and the bench, whose virtual
+    device paces the audio in the event loop: there the loop waited for the GIL held by
+    niced threads (21 and 79 blocks late in two bench runs, against 2)."""
     tts_threads: int | None = None
     """Piper's threads; None: two when the process may use two cores or more (a 3-word
     clause 54 -> 30 ms here; they do not spin), else one (on one core two threads only
@@ -228,7 +235,8 @@ class Config:
     def __post_init__(self) -> None:
         _check(self.asr_mode in ("windowed", "whole"), "asr_mode", "must be windowed or whole")
         _check(self.asr_threads >= 1, "asr_threads", "must be >= 1")
-        _check(0 <= self.inference_nice <= 19, "inference_nice", "must be within 0..19")
+        _check(self.inference_nice is None or 0 <= self.inference_nice <= 19,
+               "inference_nice", "must be within 0..19")
         _check(self.asr_final_beam >= 1, "asr_final_beam", "must be >= 1")
         _check(self.tts_threads is None or self.tts_threads >= 1, "tts_threads", "must be >= 1")
 

@@ -61,7 +61,7 @@ def load_engines(config: Config) -> tuple[VadEngine, Engines]:
     from voicebox.engines.piper_tts import PiperTtsEngine
 
     vad = load_vad(config)
-    nice = config.inference_nice
+    nice = config.inference_nice or 0
     with new_threads_lowered(nice):  # the pools CTranslate2 and onnxruntime start
         asr = build_asr(config)
         tts = PiperTtsEngine(config.models.tts or packaged_path("tts"),
