@@ -2,7 +2,7 @@
 
 On two cores the ASR, the LLM, the TTS and the sound server all want the CPU at the end
 of a turn, and a PortAudio callback that waits for a core past its buffer is an xrun:
-through PulseAudio here, 0-18 xruns per `listen` reply, and after each the echo
+through PulseAudio here, 3-18 xruns in 7 of 8 `listen` runs, and after them the echo
 canceller heard its own reply as the user for a while. Raising the nice value of one's
 own threads needs no privilege (lowering it back does), and on Linux it is a property of
 each thread, inherited by the threads it starts: so the engine workers nice themselves,
