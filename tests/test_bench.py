@@ -193,12 +193,26 @@ def test_judge_difference_and_targets(tmp_path: Path) -> None:
     path.write_text(json.dumps({"summary": {}, "rows": rows}))
     j = judge_difference(main, path)
     assert (j["judge_p50_ms"], j["bench_p50_ms"], j["difference_ms"]) == (190, 200, 10)
+    assert (j["turns_compared"], j["turns_within_20_ms"]) == (3, 3)
+    assert j["turn_difference_median_ms"] == -10 and j["turns_apart"] == {}
     verdicts = {c.name: c.verdict for c in check(main.summary, j["difference_ms"])}
     assert verdicts["median latency"] == "pass"
     assert verdicts["p90 latency"] == "pass"
     assert verdicts["barge-in stop"] == "n/a"
     assert verdicts["bench vs v2v.py median"] == "pass"
     assert verdicts["peak RSS"] == "pass"
+
+
+def test_judge_per_turn_differences_skip_unanswered_turns(tmp_path: Path) -> None:
+    main = _result("voicebox", [100, None, 700, 400])
+    rows = {f"s{i}": {"turns": [{"speech_end_s": 1.0, "latency_s": s}], "cutoffs": 0}
+            for i, s in enumerate([0.1, 0.2, 0.45, None])}
+    path = tmp_path / "judge.json"
+    path.write_text(json.dumps({"summary": {}, "rows": rows}))
+    j = judge_difference(main, path)
+    assert j["turns_compared"] == 2 and j["turns_within_20_ms"] == 1
+    assert j["turns_apart"] == {"s2#0": 250}
+    assert j["turn_difference_median_ms"] == 125
 
 
 def test_normalise_spells_numbers_and_abbreviations() -> None:

@@ -229,7 +229,9 @@ def _print(report: BenchReport) -> None:
     if report.judge is not None:
         j = report.judge
         print(f"== judge: v2v.py p50 {j['judge_p50_ms']} ms, bench p50 {j['bench_p50_ms']} ms, "
-              f"difference {j['difference_ms']:+} ms")
+              f"difference {j['difference_ms']} ms; per turn: median "
+              f"{j['turn_difference_median_ms']} ms, {j['turns_within_20_ms']}/"
+              f"{j['turns_compared']} within 20 ms")
     print("== targets (main run)")
     for c in report.checks:
         print(f"  {c.verdict:4s} {c.name}: {c.measured} (target {c.target})")

@@ -43,6 +43,8 @@ def judge_difference(main: BenchResult, judge_json: Path) -> dict[str, Any]:
            if t["latency_s"] is not None]
     judge_p50 = percentile(lat, 50)
     bench_p50 = same.summary["p50_ms"]
+    per_turn = turn_differences(same, rows)
+    diffs = [d for _, d in per_turn]
     return {
         "scenarios": len(names), "judge_errors": len(rows) - len(ok),
         "judge_p50_ms": judge_p50, "bench_p50_ms": bench_p50,
@@ -51,4 +53,28 @@ def judge_difference(main: BenchResult, judge_json: Path) -> dict[str, Any]:
         "bench_cutoffs": same.summary["cutoffs"],
         "difference_ms": None if judge_p50 is None or bench_p50 is None
         else bench_p50 - judge_p50,
+        "turns_compared": len(diffs),
+        "turns_within_20_ms": sum(abs(d) <= AGREE_MS for d in diffs),
+        "turn_difference_median_ms": percentile(diffs, 50),
+        "turns_apart": {key: d for key, d in per_turn if abs(d) > AGREE_MS},
     }
+
+
+AGREE_MS = 20
+"""The issue's agreement target between the bench and v2v.py."""
+
+
+def turn_differences(main: BenchResult, rows: dict[str, Any]) -> list[tuple[str, float]]:
+    """Bench minus judge latency for every turn both answered, keyed ``scenario#turn``.
+
+    The two are separate runs: a turn whose reply waits for its end-of-turn silence
+    comes out the same in both, while one whose reply waits for its compute moves with
+    the load of the moment. Per turn, the median difference says whether the two
+    measure alike even when run-to-run noise moves the difference of the medians."""
+    out = []
+    for s in main.scores:
+        turns = rows.get(s.name, {}).get("turns", [])
+        for i, (mine, theirs) in enumerate(zip(s.turns, turns)):
+            if mine.latency_ms is not None and theirs.get("latency_s") is not None:
+                out.append((f"{s.name}#{i}", round(mine.latency_ms - 1000 * theirs["latency_s"])))
+    return out

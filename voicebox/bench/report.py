@@ -139,7 +139,11 @@ def markdown(report: BenchReport) -> str:
                   f"{j['difference_ms']} ms; p90 {j['judge_p90_ms']} / {j['bench_p90_ms']} ms; "
                   f"cut-offs {j['judge_cutoffs']} / {j['bench_cutoffs']} (v2v.py does not "
                   "know the labelled pauses). The two are separate runs, so run-to-run noise "
-                  "is part of the difference."]
+                  "is part of the difference.",
+                  f"\nPer turn (bench minus judge): median {j['turn_difference_median_ms']} ms, "
+                  f"{j['turns_within_20_ms']} of {j['turns_compared']} turns within 20 ms; "
+                  "apart: " + (", ".join(f"{k} {d:+} ms" for k, d in j["turns_apart"].items())
+                               or "none") + "."]
     if report.gaps is not None:
         g = report.gaps
         lines += ["\n## End of turn at every word gap of the test clips\n",
