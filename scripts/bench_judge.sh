@@ -48,15 +48,16 @@ echo "bench_judge: project bench on the same scenarios" >&2
 
 .venv/bin/python - "$OUT/bench_summary.json" <<'PY'
 import json, sys
+from voicebox.bench.compare import turns_apart_text
+from voicebox.bench.targets import JUDGE_AGREEMENT_MS as AGREE
 j = json.load(open(sys.argv[1]))["judge"]
-ok = j["difference_ms"] is not None and abs(j["difference_ms"]) <= 20
+ok = j["difference_ms"] is not None and abs(j["difference_ms"]) <= AGREE
 print(f"v2v.py median {j['judge_p50_ms']} ms (p90 {j['judge_p90_ms']}, cut-offs "
       f"{j['judge_cutoffs']}); project bench median {j['bench_p50_ms']} ms (p90 "
       f"{j['bench_p90_ms']}, cut-offs {j['bench_cutoffs']}); difference "
       f"{j['difference_ms']} ms over {j['scenarios']} scenarios: "
-      f"{'within' if ok else 'NOT within'} 20 ms; per turn: median difference "
+      f"{'within' if ok else 'NOT within'} {AGREE} ms; per turn: median difference "
       f"{j['turn_difference_median_ms']} ms, {j['turns_within_20_ms']} of "
-      f"{j['turns_compared']} turns within 20 ms")
-apart = ", ".join(f"{k} {d:+} ms" for k, d in j["turns_apart"].items())
-print(f"turns more than 20 ms apart (bench minus judge): {apart or 'none'}")
+      f"{j['turns_compared']} turns within {AGREE} ms")
+print(f"turns more than {AGREE} ms apart (bench minus judge): {turns_apart_text(j)}")
 PY

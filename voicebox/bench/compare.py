@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from voicebox.bench.run import BenchResult, percentile, subset
+from voicebox.bench.targets import JUDGE_AGREEMENT_MS
 from voicebox.errors import VoiceboxError
 
 
@@ -44,7 +45,7 @@ def judge_difference(main: BenchResult, judge_json: Path) -> dict[str, Any]:
     judge_p50 = percentile(lat, 50)
     bench_p50 = same.summary["p50_ms"]
     per_turn = turn_differences(same, rows)
-    diffs = [d for _, d in per_turn]
+    diffs: list[float] = [d for _, d in per_turn]
     return {
         "scenarios": len(names), "judge_errors": len(rows) - len(ok),
         "judge_p50_ms": judge_p50, "bench_p50_ms": bench_p50,
@@ -54,17 +55,13 @@ def judge_difference(main: BenchResult, judge_json: Path) -> dict[str, Any]:
         "difference_ms": None if judge_p50 is None or bench_p50 is None
         else bench_p50 - judge_p50,
         "turns_compared": len(diffs),
-        "turns_within_20_ms": sum(abs(d) <= AGREE_MS for d in diffs),
+        "turns_within_20_ms": sum(abs(d) <= JUDGE_AGREEMENT_MS for d in diffs),
         "turn_difference_median_ms": percentile(diffs, 50),
-        "turns_apart": {key: d for key, d in per_turn if abs(d) > AGREE_MS},
+        "turns_apart": {key: d for key, d in per_turn if abs(d) > JUDGE_AGREEMENT_MS},
     }
 
 
-AGREE_MS = 20
-"""The issue's agreement target between the bench and v2v.py."""
-
-
-def turn_differences(main: BenchResult, rows: dict[str, Any]) -> list[tuple[str, float]]:
+def turn_differences(main: BenchResult, rows: dict[str, Any]) -> list[tuple[str, int]]:
     """Bench minus judge latency for every turn both answered, keyed ``scenario#turn``.
 
     The two are separate runs: a turn whose reply waits for its end-of-turn silence
@@ -74,7 +71,13 @@ def turn_differences(main: BenchResult, rows: dict[str, Any]) -> list[tuple[str,
     out = []
     for s in main.scores:
         turns = rows.get(s.name, {}).get("turns", [])
-        for i, (mine, theirs) in enumerate(zip(s.turns, turns)):
+        for i, (mine, theirs) in enumerate(zip(s.turns, turns, strict=False)):
             if mine.latency_ms is not None and theirs.get("latency_s") is not None:
                 out.append((f"{s.name}#{i}", round(mine.latency_ms - 1000 * theirs["latency_s"])))
     return out
+
+
+def turns_apart_text(judge: dict[str, Any]) -> str:
+    """``judge_difference``'s turns more than the agreement apart, as one line."""
+    apart = judge["turns_apart"]
+    return ", ".join(f"{key} {d:+} ms" for key, d in apart.items()) or "none"

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from voicebox.bench.compare import turns_apart_text
 from voicebox.bench.run import BenchResult
 from voicebox.bench.targets import TargetCheck, check
 
@@ -142,8 +143,7 @@ def markdown(report: BenchReport) -> str:
                   "is part of the difference.",
                   f"\nPer turn (bench minus judge): median {j['turn_difference_median_ms']} ms, "
                   f"{j['turns_within_20_ms']} of {j['turns_compared']} turns within 20 ms; "
-                  "apart: " + (", ".join(f"{k} {d:+} ms" for k, d in j["turns_apart"].items())
-                               or "none") + "."]
+                  f"apart: {turns_apart_text(j)}."]
     if report.gaps is not None:
         g = report.gaps
         lines += ["\n## End of turn at every word gap of the test clips\n",
