@@ -19,6 +19,7 @@ from voicebox.bench.run import BenchResult, from_dict, summarise, to_dict
 from voicebox.bench.score import assign_turns, normalise, score, wer
 from voicebox.bench.targets import check
 from voicebox.config import Config, load_config
+from voicebox.errors import VoiceboxError
 from voicebox.events import Event, PlaybackStarted, SpeechStarted, TranscriptFinal, TurnEnded
 
 RATE = 16_000
@@ -191,7 +192,7 @@ def test_judge_difference_and_targets(tmp_path: Path) -> None:
     rows["s9"] = {"error": "boom"}
     path = tmp_path / "judge.json"
     path.write_text(json.dumps({"summary": {}, "rows": rows}))
-    j = judge_difference(main, path)
+    j = judge_difference([main], [path])
     assert (j["judge_p50_ms"], j["bench_p50_ms"], j["difference_ms"]) == (190, 200, 10)
     assert (j["turns_compared"], j["turns_within_20_ms"]) == (3, 3)
     assert j["turn_difference_median_ms"] == -10 and j["turns_apart"] == {}
@@ -209,10 +210,49 @@ def test_judge_per_turn_differences_skip_unanswered_turns(tmp_path: Path) -> Non
             for i, s in enumerate([0.1, 0.2, 0.45, None])}
     path = tmp_path / "judge.json"
     path.write_text(json.dumps({"summary": {}, "rows": rows}))
-    j = judge_difference(main, path)
+    j = judge_difference([main], [path])
     assert j["turns_compared"] == 2 and j["turns_within_20_ms"] == 1
     assert j["turns_apart"] == {"s2#0": 250}
     assert j["turn_difference_median_ms"] == 125
+
+
+def _judge_file(path: Path, latencies_s: list[float | None], error: bool = False) -> Path:
+    rows: dict[str, Any] = {
+        f"s{i}": {"turns": [{"speech_end_s": 1.0, "latency_s": s}], "cutoffs": 0}
+        for i, s in enumerate(latencies_s)}
+    if error:
+        rows["s0"] = {"error": "boom"}
+    path.write_text(json.dumps({"summary": {}, "rows": rows}))
+    return path
+
+
+def test_judge_difference_over_several_runs_takes_each_turns_median(tmp_path: Path) -> None:
+    """Three runs a side: one run's slow turn (compute-limited, a loaded moment) does not
+    move the comparison; a turn no run of a side answered is left out of that side."""
+    bench = [_result("voicebox", [100, 200, 300, 400]),
+             _result("voicebox_2", [100, 600, 300, None]),
+             _result("voicebox_3", [100, 200, 900, None])]
+    judge = [_judge_file(tmp_path / "a.json", [0.1, 0.2, 0.3, None]),
+             _judge_file(tmp_path / "b.json", [0.1, 0.2, 0.8, None]),
+             _judge_file(tmp_path / "c.json", [0.5, 0.2, 0.3, None])]
+    j = judge_difference(bench, judge)
+    assert (j["bench_runs"], j["judge_runs"], j["scenarios"]) == (3, 3, 4)
+    # bench turns at 100, 200, 300, 400 (s3 answered once); judge at 100, 200, 300
+    assert (j["bench_p50_ms"], j["judge_p50_ms"], j["difference_ms"]) == (250, 200, 50)
+    assert (j["turns_compared"], j["turns_within_20_ms"], j["turns_apart"]) == (3, 3, {})
+    # one run a side would have compared the slow turns: 600 against 200
+    one = judge_difference([bench[1]], [judge[1]])
+    assert one["turns_apart"] == {"s1#0": 400, "s2#0": -500}
+    # a scenario any judge run failed is left out of every run
+    broken = _judge_file(tmp_path / "d.json", [0.1, 0.2, 0.3, None], error=True)
+    assert judge_difference(bench, [*judge, broken])["scenarios"] == 3
+
+
+def test_judge_difference_refuses_a_bad_judge_file(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text("[1, 2]")
+    with pytest.raises(VoiceboxError, match="bad.json"):
+        judge_difference([_result("voicebox", [100])], [bad])
 
 
 def test_normalise_spells_numbers_and_abbreviations() -> None:

@@ -58,9 +58,10 @@ def add_subcommands(sub: Any) -> None:
                    help="skip the end-of-turn check at every word gap of the test clips")
     p.add_argument("--variants-full", action="store_true",
                    help="run naive and one-core on every scenario, not the representative subset")
-    p.add_argument("--judge-json", type=Path,
-                   help="JSON written by ../shared/bench/v2v.py on the same scenarios: "
-                        "report the difference of the medians")
+    p.add_argument("--judge-json", type=Path, nargs="+", metavar="JSON",
+                   help="JSON written by ../shared/bench/v2v.py on the same scenarios (one "
+                        "or more runs): report the difference of the medians, each turn at "
+                        "its median over the runs (with --repeat on the bench's side)")
     add_worker_args(p)
     p.set_defaults(func=cmd_bench)
 
@@ -116,7 +117,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         r.summary = summarise(r)
     notes += _provenance_notes([main, *repeats, *others])
 
-    judge = judge_difference(main, args.judge_json) if args.judge_json else None
+    judge = judge_difference([main, *repeats], args.judge_json) if args.judge_json else None
     report = BenchReport(
         command="voicebox bench " + " ".join(shlex.quote(a) for a in sys.argv[2:]),
         main=main, others=others, ratios=ratios(main, others),
@@ -229,7 +230,8 @@ def _print(report: BenchReport) -> None:
     if report.judge is not None:
         j = report.judge
         print(f"== judge: v2v.py p50 {j['judge_p50_ms']} ms, bench p50 {j['bench_p50_ms']} ms, "
-              f"difference {j['difference_ms']} ms; per turn: median "
+              f"difference {j['difference_ms']} ms ({j['judge_runs']} judge, "
+              f"{j['bench_runs']} bench runs); per turn: median "
               f"{j['turn_difference_median_ms']} ms, {j['turns_within_20_ms']}/"
               f"{j['turns_compared']} within 20 ms")
     print("== targets (main run)")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import statistics
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,28 +32,37 @@ def ratios(main: BenchResult, others: list[BenchResult]) -> dict[str, dict[str, 
     return out
 
 
-def judge_difference(main: BenchResult, judge_json: Path) -> dict[str, Any]:
-    """Median latency by ../shared/bench/v2v.py (its ``--json`` file) and by this bench,
-    on the scenarios both scored; ``difference_ms`` is bench minus judge."""
-    try:
-        rows: dict[str, Any] = json.loads(judge_json.read_text())["rows"]
-    except (OSError, ValueError, KeyError) as exc:
-        raise VoiceboxError(f"--judge-json {judge_json}: {exc}") from None
-    ok = {name for name, row in rows.items() if "error" not in row}
-    same = subset(main, ok, f"{main.label}@judge")
-    names = {s.name for s in same.scores}
-    lat = [1000 * t["latency_s"] for name in sorted(names) for t in rows[name]["turns"]
-           if t["latency_s"] is not None]
-    judge_p50 = percentile(lat, 50)
-    bench_p50 = same.summary["p50_ms"]
-    per_turn = turn_differences(same, rows)
+def judge_difference(runs: Sequence[BenchResult], judge_jsons: Sequence[Path]) -> dict[str, Any]:
+    """Median latency by ../shared/bench/v2v.py (its ``--json`` files) and by this bench,
+    on the scenarios every judge run scored; ``difference_ms`` is bench minus judge.
+
+    With several runs on a side (``voicebox bench --repeat``, v2v.py run more than once),
+    each turn counts with its median latency over the runs that answered it, so the
+    comparison is of the two measurements, less the load of the moment on turns whose
+    reply waits for its compute. With one run a side it is the plain medians."""
+    tables = [_judge_rows(path) for path in judge_jsons]
+    if not runs or not tables:
+        raise VoiceboxError("judge comparison needs a bench run and a v2v.py --json file")
+    ok = set.intersection(*({n for n, row in rows.items() if "error" not in row}
+                            for rows in tables))
+    same = [subset(r, ok, f"{r.label}@judge") for r in runs]
+    names = [s.name for s in same[0].scores]
+    bench = _turn_medians([{s.name: [t.latency_ms for t in s.turns] for s in r.scores}
+                           for r in same])
+    judge = _turn_medians([{n: [None if t["latency_s"] is None else 1000 * t["latency_s"]
+                                for t in rows[n]["turns"]] for n in names} for rows in tables])
+    bench_lat = [v for v in bench.values() if v is not None]
+    judge_lat = [v for v in judge.values() if v is not None]
+    judge_p50, bench_p50 = percentile(judge_lat, 50), percentile(bench_lat, 50)
+    per_turn = turn_differences(bench, judge)
     diffs: list[float] = [d for _, d in per_turn]
     return {
-        "scenarios": len(names), "judge_errors": len(rows) - len(ok),
+        "scenarios": len(names), "judge_errors": len(tables[0]) - len(ok),
+        "bench_runs": len(same), "judge_runs": len(tables),
         "judge_p50_ms": judge_p50, "bench_p50_ms": bench_p50,
-        "judge_p90_ms": percentile(lat, 90), "bench_p90_ms": same.summary["p90_ms"],
-        "judge_cutoffs": sum(rows[n]["cutoffs"] for n in names),
-        "bench_cutoffs": same.summary["cutoffs"],
+        "judge_p90_ms": percentile(judge_lat, 90), "bench_p90_ms": percentile(bench_lat, 90),
+        "judge_cutoffs": sum(rows[n]["cutoffs"] for rows in tables for n in names),
+        "bench_cutoffs": sum(r.summary["cutoffs"] for r in same),
         "difference_ms": None if judge_p50 is None or bench_p50 is None
         else bench_p50 - judge_p50,
         "turns_compared": len(diffs),
@@ -61,7 +72,35 @@ def judge_difference(main: BenchResult, judge_json: Path) -> dict[str, Any]:
     }
 
 
-def turn_differences(main: BenchResult, rows: dict[str, Any]) -> list[tuple[str, int]]:
+def _judge_rows(path: Path) -> dict[str, Any]:
+    try:
+        rows: dict[str, Any] = json.loads(path.read_text())["rows"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise VoiceboxError(f"--judge-json {path}: {exc}") from None
+    return rows
+
+
+def _turn_medians(
+    runs: Sequence[dict[str, list[float | None]]],
+) -> dict[str, float | None]:
+    """Each turn (``scenario#index``, in the first run's order) and its median latency
+    over the runs that answered it (None: no run did)."""
+    out: dict[str, float | None] = {}
+    for name, turns in runs[0].items():
+        for i in range(len(turns)):
+            got: list[float] = []
+            for run in runs:
+                theirs = run.get(name, [])
+                value = theirs[i] if i < len(theirs) else None
+                if value is not None:
+                    got.append(value)
+            out[f"{name}#{i}"] = statistics.median(got) if got else None
+    return out
+
+
+def turn_differences(
+    bench: dict[str, float | None], judge: dict[str, float | None]
+) -> list[tuple[str, int]]:
     """Bench minus judge latency for every turn both answered, keyed ``scenario#turn``.
 
     The two are separate runs: a turn whose reply waits for its end-of-turn silence
@@ -69,11 +108,10 @@ def turn_differences(main: BenchResult, rows: dict[str, Any]) -> list[tuple[str,
     the load of the moment. Per turn, the median difference says whether the two
     measure alike even when run-to-run noise moves the difference of the medians."""
     out = []
-    for s in main.scores:
-        turns = rows.get(s.name, {}).get("turns", [])
-        for i, (mine, theirs) in enumerate(zip(s.turns, turns, strict=False)):
-            if mine.latency_ms is not None and theirs.get("latency_s") is not None:
-                out.append((f"{s.name}#{i}", round(mine.latency_ms - 1000 * theirs["latency_s"])))
+    for key, mine in bench.items():
+        theirs = judge.get(key)
+        if mine is not None and theirs is not None:
+            out.append((key, round(mine - theirs)))
     return out
 
 

@@ -140,7 +140,10 @@ def markdown(report: BenchReport) -> str:
                   f"{j['difference_ms']} ms; p90 {j['judge_p90_ms']} / {j['bench_p90_ms']} ms; "
                   f"cut-offs {j['judge_cutoffs']} / {j['bench_cutoffs']} (v2v.py does not "
                   "know the labelled pauses). The two are separate runs, so run-to-run noise "
-                  "is part of the difference.",
+                  "is part of the difference"
+                  + (f"; each turn counts at its median over {j['judge_runs']} judge and "
+                     f"{j['bench_runs']} bench runs (cut-offs summed over them)."
+                     if j["judge_runs"] > 1 or j["bench_runs"] > 1 else "."),
                   f"\nPer turn (bench minus judge): median {j['turn_difference_median_ms']} ms, "
                   f"{j['turns_within_20_ms']} of {j['turns_compared']} turns within 20 ms; "
                   f"apart: {turns_apart_text(j)}."]
