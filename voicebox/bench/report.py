@@ -119,7 +119,7 @@ def markdown(report: BenchReport) -> str:
                         else " - | - |" if pinned else ""))
     if pinned:
         lines.append("\nThe one-core column is the main run on its (smaller) scenario set; "
-                     "the judge-agreement row applies to the main run only.")
+                     "the judge-agreement row applies to the main run (and its repeats) only.")
     lines += ["\n## Runs\n", "| | " + " | ".join(r.label for r in runs) + " |",
               "|---|" + "---|" * len(runs),
               *(f"| {k} | " + " | ".join(str(r.summary.get(k)) for r in runs) + " |"
