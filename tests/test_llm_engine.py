@@ -46,10 +46,12 @@ def test_score_is_the_quoted_framing_and_leaves_the_reply_cache(engine: LlamaEng
     engine.prefill([SYSTEM, ChatMessage("user", "He might even have bean made")])
     assert engine.end_of_turn_probability(FINISHED) == pytest.approx(cold, abs=1e-9)
 
-    # The reply context holds the scored words bare (put there meanwhile for the reply
-    # that follows), never the quoted framing: the score has its own cache.
+    # The reply context holds the reply's whole prompt, header included (put there
+    # meanwhile for the reply that follows, whose first token then needs no prefill),
+    # never the quoted framing: the score has its own cache.
     held = list(engine._llm.input_ids[: engine._llm.n_tokens])
-    assert held == engine._user_prefix(FINISHED)
+    assert held == engine.tokenize(engine.render(FINISHED)[0])
+    assert held[: len(engine._user_prefix(FINISHED))] == engine._user_prefix(FINISHED)
 
     # The same number as the quoted prompt evaluated in the reply's own context.
     assert _quoted_in_reply_context(engine) == pytest.approx(cold, abs=2e-3)
@@ -72,19 +74,22 @@ def test_score_does_not_depend_on_what_was_scored_before(engine: LlamaEngine) ->
     assert engine.end_of_turn_probability(final) == pytest.approx(cold, abs=1e-9)
 
 
-def test_score_also_fills_the_reply_cache_with_the_bare_words(engine: LlamaEngine) -> None:
+def test_score_also_fills_the_reply_cache_with_the_reply_prompt(engine: LlamaEngine) -> None:
     # The partials prefilled other words ("And Mr. John ..." for "Mr. John ..."): the score
-    # puts the final's bare words in the reply's cache on a second thread, and is the same
-    # number as without.
+    # puts the final's reply prompt (bare words, header) in the reply's cache on a second
+    # thread, and is the same number as without; the reply then starts from that cache.
     engine.prefill([SYSTEM, ChatMessage("user", "And he might even have")])
     cold = LlamaEngine(packaged_path("llm"), context_tokens=1024, threads=1)
     try:
+        cold_reply = "".join(cold.stream(FINISHED, max_tokens=12, cancel=threading.Event()))
         expected = cold.end_of_turn_probability(FINISHED)
     finally:
         cold.close()
     assert engine.end_of_turn_probability(FINISHED) == pytest.approx(expected, abs=1e-9)
-    bare = engine._user_prefix(FINISHED)
-    assert list(engine._llm.input_ids[: engine._llm.n_tokens]) == bare
+    whole = engine.tokenize(engine.render(FINISHED)[0])
+    assert list(engine._llm.input_ids[: engine._llm.n_tokens]) == whole
+    reply = "".join(engine.stream(FINISHED, max_tokens=12, cancel=threading.Event()))
+    assert reply == cold_reply
 
 
 def test_score_keeps_its_system_prompt_whatever_the_reply_s(engine: LlamaEngine) -> None:

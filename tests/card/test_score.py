@@ -85,7 +85,8 @@ def test_score_with_warm_reply_fills_the_reply_sequence_too(
     emulator: CardEmulator, driver: CardDriver, hc1: FirmwareProfile
 ) -> None:
     # The final words differ from what the partials prefilled: without warm_reply the
-    # reply's PREFILL would evaluate the whole user message after the score.
+    # reply's PREFILL would evaluate the whole user message and the header after the
+    # score; with it, the score's second sequence takes the prompt that PREFILL will set.
     sid = driver.open_session()
     driver.prefill(sid, [SYSTEM, ChatMessage("user", "Sell me")], reserve_tokens=64,
                    open_turn=True)
@@ -93,7 +94,7 @@ def test_score_with_warm_reply_fills_the_reply_sequence_too(
     fake.evaluated.clear()
     scored = driver.score_next(sid, DONE_TURN, reserve_tokens=64, end_of_turn=True,
                                warm_reply=True)
-    reply = f"<|system|> Be brief. {END} <|user|> Tell me about the card"
+    reply = f"<|system|> Be brief. {END} <|user|> Tell me about the card. {END} <|assistant|>"
     assert fake.evaluated[0] == reply  # and the quoted prompt, scored
     assert fake.evaluated[1].endswith('I said: "Tell me about the card')
     head = f"<|system|> Be brief. {END} <|user|>"
@@ -101,9 +102,12 @@ def test_score_with_warm_reply_fills_the_reply_sequence_too(
     assert scored.card_ms == pytest.approx(
         CardTiming(hc1).token_ms(scored.new_tokens + new_reply, 0))
     info = driver.prefill(sid, DONE_TURN, reserve_tokens=64)
-    # "card." (the fake's tokens are words), the end marker and the reply header; the
+    # All of it cached: the reply's first token costs the card one forward pass; the
     # partial's "Sell me" would have cost the whole user message again.
-    assert info.new_tokens == 3
+    assert info.new_tokens == 0 and info.cached_tokens == len(fake.tokenize(reply))
+    done = list(driver.generate(sid, 64, threading.Event()))[-1]
+    assert isinstance(done, StreamDone)
+    assert done.card_ttft_ms == pytest.approx(CardTiming(hc1).token_ms(0, 0))
 
 
 def test_open_turn_prefill_warms_the_cache_and_arms_nothing(

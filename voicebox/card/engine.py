@@ -208,8 +208,9 @@ class CardLlmEngine:
 
         The card cuts the prompt right after the user's words and returns the mass of
         ``.``, ``?``, ``!`` and its end-of-message token; the scored prompt stays in the
-        session's scoring sequence, and the bare words go into the reply's sequence at the
-        same time (``warm_reply``), so the reply that follows prefills only its header.
+        session's scoring sequence, and the reply's prompt (bare words and header) goes
+        into the reply's sequence at the same time (``warm_reply``), so the reply that
+        follows finds it all cached.
         """
         if not _user_words(messages):
             return 0.0

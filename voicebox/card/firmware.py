@@ -87,16 +87,11 @@ class _OpenTurn:
 
     def commit(self, session: _Session) -> Prefilled:
         """The session's KV cache now holds this prompt; no GENERATE is armed."""
-        result = self.warm(session)
-        session.prompt, session.prefilled = None, None
-        return result
-
-    def warm(self, session: _Session) -> Prefilled:
-        """The session's reply sequence now holds this prompt (an armed GENERATE stays)."""
         result = Prefilled(
             len(self.tokens), common_prefix(session.kv_tokens, self.tokens), self.dropped
         )
         session.kv_tokens = self.tokens
+        session.prompt, session.prefilled = None, None
         return result
 
     def commit_scoring(self, session: _Session) -> Prefilled:
@@ -250,8 +245,9 @@ class EmulatedFirmware:
 
         The user's words are quoted (``scoring_messages``) and evaluated in the session's
         scoring sequence, which an open turn's PREFILL keeps warm; the reply's sequence is
-        untouched unless ``warm_reply``: then it takes the bare words at the same time, as
-        an open turn's PREFILL would (the reply to these messages usually comes next).
+        untouched unless ``warm_reply``: then it takes, at the same time, the prompt the
+        reply's PREFILL would set, header included (the reply to these messages usually
+        comes next, and its PREFILL then finds every token cached).
         Each candidate scores the probability of its first token.
         ``end_of_turn`` adds the mass of the end-of-turn set: the closing quote, ``.``,
         ``?``, ``!`` and the template's end-of-message marker (the first token after the
@@ -272,13 +268,20 @@ class EmulatedFirmware:
             marker = turn.full_prompt[len(turn.prompt) :].lstrip()
             marks = [*END_OF_TURN_MARKS, *([marker] if marker else [])]
             eot_ids = sorted({t for m in marks for t in self.stand_in.tokenize(m)[:1]})
-        reply = self._open_turn(messages, reserve_tokens) if warm_reply else None
+        # The reply's prompt as its PREFILL will put it (header included), so that PREFILL
+        # finds it all cached.
+        reply_prompt, reply_tokens = "", list[int]()
+        if warm_reply:
+            _, _, reply_prompt, _, reply_tokens = self._fit(messages, reserve_tokens, "")
         with self.model_lock:
             probs = self.stand_in.next_token_probabilities(
-                turn.prompt, [*ids, *eot_ids], warm_reply=reply.prompt if reply else "")
+                turn.prompt, [*ids, *eot_ids], warm_reply=reply_prompt)
         # A faulty model's numbers go out as they are: the host validates every answer.
         eot = math.fsum(probs[len(ids) :]) if end_of_turn else None
-        warmed = reply.warm(session).new_tokens if reply else 0
+        warmed = 0
+        if warm_reply:
+            warmed = len(reply_tokens) - common_prefix(session.kv_tokens, reply_tokens)
+            session.kv_tokens = reply_tokens
         return Scored(turn.commit_scoring(session), probs[: len(ids)], eot, warmed)
 
     def _fit(

@@ -172,13 +172,16 @@ class LlamaEngine:
         The user's words are quoted (``scoring_messages``), the prompt is cut right after
         them, and the mass the model puts on a closing quote, ``.``, ``?``, ``!`` or the
         end-of-message token is returned. Prefix-cached in the scoring context; meanwhile
-        the reply's context prefills the bare words (``warm_reply``), as the reply to these
-        messages comes next.
+        the reply's context prefills the whole reply prompt, its header included
+        (``warm_reply``), as the reply to these messages comes next: one batch there costs
+        less than the words now and the header in a batch of its own when the reply starts
+        (here 75 ms for 8 tokens against 38 + 100 ms for 2 and then 7).
         """
         tokens = self._user_prefix(scoring_messages(messages))
         if not tokens:
             return 0.0
-        probs = self.next_token_probabilities(tokens, warm_reply=self._user_prefix(messages))
+        probs = self.next_token_probabilities(
+            tokens, warm_reply=self.tokenize(self.render(messages)[0]))
         return float(probs[self._eot_ids].sum())
 
     def next_token_probabilities(
