@@ -49,6 +49,7 @@ def test_score_is_the_quoted_framing_and_leaves_the_reply_cache(engine: LlamaEng
     # The reply context holds the reply's whole prompt, header included (put there
     # meanwhile for the reply that follows, whose first token then needs no prefill),
     # never the quoted framing: the score has its own cache.
+    engine._settle()  # the score returns before that warm-up ends
     held = list(engine._llm.input_ids[: engine._llm.n_tokens])
     assert held == engine.tokenize(engine.render(FINISHED)[0])
     assert held[: len(engine._user_prefix(FINISHED))] == engine._user_prefix(FINISHED)
@@ -87,6 +88,7 @@ def test_score_also_fills_the_reply_cache_with_the_reply_prompt(engine: LlamaEng
         cold.close()
     assert engine.end_of_turn_probability(FINISHED) == pytest.approx(expected, abs=1e-9)
     whole = engine.tokenize(engine.render(FINISHED)[0])
+    engine._settle()
     assert list(engine._llm.input_ids[: engine._llm.n_tokens]) == whole
     reply = "".join(engine.stream(FINISHED, max_tokens=12, cancel=threading.Event()))
     assert reply == cold_reply

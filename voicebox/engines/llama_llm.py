@@ -108,6 +108,8 @@ class LlamaEngine:
         self._temperature = temperature
         self._seed = seed
         self._scoring = _ScoringContext(self._llm)
+        self._warming: threading.Thread | None = None
+        """The thread putting a reply's prompt in the reply context, if one may still run."""
         self.model_path = model_path
         self.name = model_path.stem
 
@@ -147,6 +149,7 @@ class LlamaEngine:
         same words ("This is a ..." / "I'm sorry ...": first TTS audio ~60 vs ~30 ms).
         """
         tokens = self.tokenize(prompt)
+        self._settle()
         chunks: Any = self._llm.create_completion(
             prompt=tokens,
             max_tokens=max_tokens,
@@ -175,7 +178,8 @@ class LlamaEngine:
         the reply's context prefills the whole reply prompt, its header included
         (``warm_reply``), as the reply to these messages comes next: one batch there costs
         less than the words now and the header in a batch of its own when the reply starts
-        (here 75 ms for 8 tokens against 38 + 100 ms for 2 and then 7).
+        (here 75 ms for 8 tokens against 38 + 100 ms for 2 and then 7). The score returns
+        without waiting for that prefill; the reply waits for what is left of it.
         """
         tokens = self._user_prefix(scoring_messages(messages))
         if not tokens:
@@ -190,19 +194,17 @@ class LlamaEngine:
         """Next-token distribution after ``tokens``, evaluated in the scoring context.
 
         ``warm_reply``: tokens to put in the reply's KV cache at the same time, on a second
-        thread (the two contexts share the weights only). When the final transcript is not
-        what the partials prefilled, both caches miss; one after the other, the two
-        prefills took ~100 + ~125 ms here for a 20-word sentence.
+        thread (the two contexts share the weights only). That thread may outlast this
+        call: whatever uses the reply context next waits for it first (``_settle``). When
+        the final transcript is not what the partials prefilled, both caches miss; one
+        after the other, the two prefills took ~100 + ~125 ms here for a 20-word sentence.
         """
-        if not warm_reply:
-            return self._scoring.probabilities(tokens)
-        warm = threading.Thread(target=self._warm_reply, args=(list(warm_reply),),
-                                name="vb-llm-warm")
-        warm.start()
-        try:
-            return self._scoring.probabilities(tokens)
-        finally:
-            warm.join()
+        if warm_reply:
+            self._settle()
+            self._warming = threading.Thread(
+                target=self._warm_reply, args=(list(warm_reply),), name="vb-llm-warm")
+            self._warming.start()
+        return self._scoring.probabilities(tokens)
 
     def prefill(self, messages: Sequence[ChatMessage]) -> None:
         """Evaluate the prompt up to the user's words so a later reply finds it cached,
@@ -227,18 +229,30 @@ class LlamaEngine:
 
     def _warm_reply(self, tokens: list[int]) -> None:
         try:
-            self._eval_cached(tokens)
+            self._eval_reply_context(tokens)
         except Exception as exc:  # the reply then prefills them itself
             _LOGGER.warning("warming the reply's cache failed: %s", exc)
 
+    def _settle(self) -> None:
+        """Wait for a warm-up of the reply context still running (one thread at a time
+        may use a llama.cpp context)."""
+        warming, self._warming = self._warming, None
+        if warming is not None:
+            warming.join()
+
     def _eval_cached(self, tokens: list[int]) -> None:
         """Evaluate ``tokens``, re-using the longest prefix already in the KV cache."""
+        self._settle()
+        self._eval_reply_context(tokens)
+
+    def _eval_reply_context(self, tokens: list[int]) -> None:
         llm = self._llm
         cached = [int(t) for t in llm.input_ids[: llm.n_tokens]]
         llm.n_tokens = reused_prefix(cached, tokens)
         llm.eval(tokens[llm.n_tokens :])
 
     def close(self) -> None:
+        self._settle()
         with contextlib.suppress(Exception):
             self._llm.close()
 
