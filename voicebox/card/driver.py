@@ -208,9 +208,8 @@ class CardDriver:
         The card evicts as PREFILL would for ``messages`` and ``reserve_tokens`` and keeps
         the scored prompt in the session's scoring sequence; ``warm_reply`` also puts the
         reply's prompt (bare words and header) in the reply's sequence, for the reply's
-        PREFILL that follows. A
-        malformed answer (wrong count, a probability outside 0..1 or NaN) is a
-        CardProtocolError.
+        PREFILL that follows. A malformed answer (wrong count, a probability outside 0..1
+        or NaN) is a CardProtocolError.
         """
         body: dict[str, Any] = {
             "messages": wire_messages(messages),
