@@ -74,6 +74,12 @@ class _Session:
     stop: list[str] = field(default_factory=list)
     prefilled: Prefilled | None = None
 
+    def hold(self, tokens: list[int]) -> int:
+        """The reply's sequence now holds ``tokens``; how many of them it held already."""
+        cached = common_prefix(self.kv_tokens, tokens)
+        self.kv_tokens = tokens
+        return cached
+
 
 @dataclass(frozen=True, slots=True)
 class _OpenTurn:
@@ -87,10 +93,7 @@ class _OpenTurn:
 
     def commit(self, session: _Session) -> Prefilled:
         """The session's KV cache now holds this prompt; no GENERATE is armed."""
-        result = Prefilled(
-            len(self.tokens), common_prefix(session.kv_tokens, self.tokens), self.dropped
-        )
-        session.kv_tokens = self.tokens
+        result = Prefilled(len(self.tokens), session.hold(self.tokens), self.dropped)
         session.prompt, session.prefilled = None, None
         return result
 
@@ -225,9 +228,7 @@ class EmulatedFirmware:
             _LOGGER.info(
                 "session %d: evicted %d oldest messages to fit %d tokens", sid, dropped, window
             )
-        cached = common_prefix(session.kv_tokens, tokens)
-        result = Prefilled(len(tokens), cached, dropped)
-        session.kv_tokens = tokens
+        result = Prefilled(len(tokens), session.hold(tokens), dropped)
         session.prompt, session.stop, session.prefilled = prompt, stop, result
         return result
 
@@ -278,10 +279,7 @@ class EmulatedFirmware:
                 turn.prompt, [*ids, *eot_ids], warm_reply=reply_prompt)
         # A faulty model's numbers go out as they are: the host validates every answer.
         eot = math.fsum(probs[len(ids) :]) if end_of_turn else None
-        warmed = 0
-        if warm_reply:
-            warmed = len(reply_tokens) - common_prefix(session.kv_tokens, reply_tokens)
-            session.kv_tokens = reply_tokens
+        warmed = len(reply_tokens) - session.hold(reply_tokens) if warm_reply else 0
         return Scored(turn.commit_scoring(session), probs[: len(ids)], eot, warmed)
 
     def _fit(
