@@ -185,13 +185,20 @@ def test_ratio_uses_the_other_runs_scenarios() -> None:
     assert rt["main_p50_ms"] == 150 and rt["other_p50_ms"] == 600 and rt["p50_ratio"] == 4.0
 
 
+def _judge_file(path: Path, latencies_s: list[float | None], errors: tuple[str, ...] = ()) -> Path:
+    """A v2v.py ``--json`` file: scenario ``s<i>`` with one turn each, and ``errors``
+    (scenario names) that the judge failed."""
+    rows: dict[str, Any] = {
+        f"s{i}": {"turns": [{"speech_end_s": 1.0, "latency_s": s}], "cutoffs": 0}
+        for i, s in enumerate(latencies_s)}
+    rows.update({name: {"error": "boom"} for name in errors})
+    path.write_text(json.dumps({"summary": {}, "rows": rows}))
+    return path
+
+
 def test_judge_difference_and_targets(tmp_path: Path) -> None:
     main = _result("voicebox", [100, 200, 300])
-    rows = {f"s{i}": {"turns": [{"speech_end_s": 1.0, "latency_s": s}], "cutoffs": 0}
-            for i, s in enumerate([0.11, 0.19, 0.31])}
-    rows["s9"] = {"error": "boom"}
-    path = tmp_path / "judge.json"
-    path.write_text(json.dumps({"summary": {}, "rows": rows}))
+    path = _judge_file(tmp_path / "judge.json", [0.11, 0.19, 0.31], errors=("s9",))
     j = judge_difference([main], [path])
     assert (j["judge_p50_ms"], j["bench_p50_ms"], j["difference_ms"]) == (190, 200, 10)
     assert (j["turns_compared"], j["turns_within_20_ms"]) == (3, 3)
@@ -206,24 +213,11 @@ def test_judge_difference_and_targets(tmp_path: Path) -> None:
 
 def test_judge_per_turn_differences_skip_unanswered_turns(tmp_path: Path) -> None:
     main = _result("voicebox", [100, None, 700, 400])
-    rows = {f"s{i}": {"turns": [{"speech_end_s": 1.0, "latency_s": s}], "cutoffs": 0}
-            for i, s in enumerate([0.1, 0.2, 0.45, None])}
-    path = tmp_path / "judge.json"
-    path.write_text(json.dumps({"summary": {}, "rows": rows}))
+    path = _judge_file(tmp_path / "judge.json", [0.1, 0.2, 0.45, None])
     j = judge_difference([main], [path])
     assert j["turns_compared"] == 2 and j["turns_within_20_ms"] == 1
     assert j["turns_apart"] == {"s2#0": 250}
     assert j["turn_difference_median_ms"] == 125
-
-
-def _judge_file(path: Path, latencies_s: list[float | None], error: bool = False) -> Path:
-    rows: dict[str, Any] = {
-        f"s{i}": {"turns": [{"speech_end_s": 1.0, "latency_s": s}], "cutoffs": 0}
-        for i, s in enumerate(latencies_s)}
-    if error:
-        rows["s0"] = {"error": "boom"}
-    path.write_text(json.dumps({"summary": {}, "rows": rows}))
-    return path
 
 
 def test_judge_difference_over_several_runs_takes_each_turns_median(tmp_path: Path) -> None:
@@ -244,7 +238,7 @@ def test_judge_difference_over_several_runs_takes_each_turns_median(tmp_path: Pa
     one = judge_difference([bench[1]], [judge[1]])
     assert one["turns_apart"] == {"s1#0": 400, "s2#0": -500}
     # a scenario any judge run failed is left out of every run
-    broken = _judge_file(tmp_path / "d.json", [0.1, 0.2, 0.3, None], error=True)
+    broken = _judge_file(tmp_path / "d.json", [0.1, 0.2, 0.3, None], errors=("s0",))
     assert judge_difference(bench, [*judge, broken])["scenarios"] == 3
 
 
