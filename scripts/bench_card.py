@@ -214,8 +214,8 @@ def main(argv: Sequence[str] | None = None) -> int:
               "| profile | stand-in | TTFT measured ms | TTFT model ms | tok/s measured "
               "| tok/s model | emulation lag ms/reply |",
               "|---|---|---:|---:|---:|---:|---:|"]
-    for name, stand_in, m in rows:
-        lines.append(f"| {name} | {stand_in} | {m['ttft_ms']:.2f} | {m['card_ttft_ms']:.2f} | "
+    for name, model_name, m in rows:
+        lines.append(f"| {name} | {model_name} | {m['ttft_ms']:.2f} | {m['card_ttft_ms']:.2f} | "
                      f"{m['tok_s']:,.0f} | {m['card_tok_s']:,.0f} | {m['lag_ms']:.1f} |")
     lines += ["", "### Driver overhead per token (unpaced emulator vs direct stand-in calls)", "",
               "| stand-in | direct ms/token | via card ms/token | overhead us/token |",

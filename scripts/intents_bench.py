@@ -93,7 +93,7 @@ def main() -> int:
                      f"| {r.get('intents')} |")
     medians = {}
     for label in ("default", "intents"):
-        values = [r[label] for r in rows.values() if isinstance(r.get(label), (int, float))]
+        values = [v for r in rows.values() if isinstance(v := r.get(label), (int, float))]
         medians[label] = statistics.median(values) if values else None
     lines.append(f"| **median** | | {medians['default']} | {medians['intents']} |")
     table = "\n".join(lines)

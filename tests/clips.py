@@ -3,6 +3,8 @@ and the level of a piece of audio."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -21,6 +23,6 @@ def read_clip(name: str) -> FloatAudio:
     return read_wav(TESTDATA / f"{name}.wav")[0]
 
 
-def dbfs(audio: FloatAudio) -> float:
+def dbfs(audio: np.ndarray[Any, np.dtype[np.floating[Any]]]) -> float:
     """RMS level in dB full scale (-180 for digital silence)."""
     return float(20 * np.log10(np.sqrt(np.mean(audio**2)) + 1e-9))

@@ -11,10 +11,15 @@ from collections.abc import Iterator  # noqa: E402
 import pytest  # noqa: E402
 
 from voicebox.config import Config  # noqa: E402
+from voicebox.engines.protocols import VadEngine  # noqa: E402
+from voicebox.runtime.reply import Engines  # noqa: E402
+
+RealEngines = tuple[VadEngine, Engines]
+"""The ``real_engines`` fixture: the default VAD and the pipeline's other engines."""
 
 
 @pytest.fixture(scope="session")
-def real_engines() -> Iterator[tuple[object, object]]:
+def real_engines() -> Iterator[RealEngines]:
     """The default real models (VAD, ASR, LLM, TTS), loaded once for the session."""
     from voicebox.runtime.build import close_engines, load_engines
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.clips import TESTDATA
+from voicebox.bench.scenarios import TESTDATA
 from voicebox.models.locate import packaged_path
 
 SAMPLE = TESTDATA / "cards" / "001.wav"

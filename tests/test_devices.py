@@ -8,6 +8,7 @@ wake-up of the loop and a clean stop on SIGTERM.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import os
 import signal
 import threading
@@ -198,7 +199,7 @@ def test_a_stream_that_will_not_close_does_not_hang_the_loop(
     fake = _fake_sd(streams, hang_on_close=True)
     monkeypatch.setattr(devices, "_sounddevice", lambda: fake)
     dropped: list[object] = []
-    monkeypatch.setattr(devices.atexit, "unregister", dropped.append)
+    monkeypatch.setattr(atexit, "unregister", dropped.append)
     device = devices.SoundDevice()
     with pytest.raises(DeviceError, match="did not close within 0.5 s"):  # not a hang
         asyncio.run(_run_device(device, 0.5))
@@ -215,7 +216,7 @@ def test_listen_stopping_leaves_a_stream_that_will_not_close(
     monkeypatch.setattr(devices, "_sounddevice", lambda: fake)
     monkeypatch.setattr(devices, "CLOSE_TIMEOUT_S", 30.0)  # longer than the pipeline waits
     dropped: list[object] = []
-    monkeypatch.setattr(devices.atexit, "unregister", dropped.append)
+    monkeypatch.setattr(atexit, "unregister", dropped.append)
     device = devices.SoundDevice()
     _listen_until_sigterm(device, EventLog(), after_s=1.0)  # returns: no hang
     assert device.hung and dropped == [fake._exit_handler]

@@ -205,7 +205,7 @@ def test_replay_counts_a_pause_between_the_sounds_the_hold_hears(gaps: ModuleTyp
     sc = Scenario("hold", audio, rate, turns=[{"speech_start_s": 1.0,
                                                            "speech_end_s": 3.5}])
     fake = _Words()
-    models = gaps.Models(_LoudVad(), fake, fake, fake)  # type: ignore[arg-type]
+    models = gaps.Models(_LoudVad(), fake, fake, fake)
     rows = gaps.replay(load_config(None), models, sc)
     pause = next(p for p in rows if 1.9 < p.at_s < 2.2)
     assert 600 <= pause.silence_ms <= 700

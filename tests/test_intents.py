@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
 
+from tests.conftest import RealEngines
 from tests.fakes import EnergyVad, FixedAsr, ScoringLlm, fake_engines, silence, speechlike
 from tests.test_cli import assert_one_line_error, good_wav, voicebox  # noqa: F401
 from voicebox.config import Config, ConfigError, IntentsConfig, TurnConfig, load_config
 from voicebox.engines.piper_tts import PiperTtsEngine
-from voicebox.engines.protocols import Transcript
+from voicebox.engines.protocols import FloatAudio, Transcript
 from voicebox.events import (
     EndOfTurnScored,
     Event,
@@ -252,7 +255,7 @@ def test_other_words_wait_as_the_curve_says() -> None:
 
 @pytest.mark.slow
 def test_a_spoken_command_through_the_real_pipeline(
-    real_engines: tuple[object, object]
+    real_engines: RealEngines
 ) -> None:
     """Piper says a command, the real VAD, Whisper and LLM hear it: with the intents file
     it is confirmed as the command; without, the LLM's score decides as for any words."""
@@ -273,7 +276,7 @@ def test_a_spoken_command_through_the_real_pipeline(
                             intents=IntentsConfig(file=intents))
             return await asyncio.wait_for(
                 simulate(audio, rate, config=config,
-                         vad=vad, engines=engines, log=EventLog()),  # type: ignore[arg-type]
+                         vad=vad, engines=engines, log=EventLog()),
                 timeout=120,
             )
         return asyncio.run(go()).events
@@ -346,11 +349,19 @@ class _SlowAsr(FixedAsr):
         super().__init__(text)
         self.delay_s = delay_s
 
-    def transcribe(self, audio: np.ndarray, **kwargs: object) -> Transcript:  # type: ignore[override]
-        import time
-
+    def transcribe(
+        self,
+        audio: FloatAudio,
+        *,
+        final: bool,
+        prompt: str = "",
+        committed: str = "",
+        draft: str = "",
+        cancel: threading.Event | None = None,
+    ) -> Transcript:
         time.sleep(self.delay_s)
-        return super().transcribe(audio, **kwargs)  # type: ignore[arg-type]
+        return super().transcribe(audio, final=final, prompt=prompt, committed=committed,
+                                  draft=draft, cancel=cancel)
 
 
 def test_the_intent_is_announced_when_the_turn_ended_before_its_words_were_read() -> None:

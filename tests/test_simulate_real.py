@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import re
+from typing import TypeVar
 
 import numpy as np
 import pytest
 
+from tests.conftest import RealEngines
 from voicebox.audio.resample import resample
 from voicebox.bench import scenarios
 from voicebox.bench.score import score
@@ -27,9 +29,11 @@ from voicebox.runtime.session import SimulationResult, simulate
 
 pytestmark = pytest.mark.slow
 
+E = TypeVar("E", bound=Event)
+
 
 def _simulate(
-    scenario: scenarios.Scenario, real_engines: tuple[object, object]
+    scenario: scenarios.Scenario, real_engines: RealEngines
 ) -> SimulationResult:
     vad, engines = real_engines
 
@@ -39,10 +43,10 @@ def _simulate(
                 scenario.audio,
                 scenario.rate_hz,
                 config=Config(),
-                vad=vad,  # type: ignore[arg-type]
+                vad=vad,
                 engines=engines,
                 log=EventLog(),
-            ),  # type: ignore[arg-type]
+            ),
             timeout=120,
         )
 
@@ -50,7 +54,7 @@ def _simulate(
 
 
 def _simulate_barge(
-    scenario: scenarios.Scenario, real_engines: tuple[object, object]
+    scenario: scenarios.Scenario, real_engines: RealEngines
 ) -> SimulationResult:
     """A barge-in scenario whose first reply was playing when the user barged in.
 
@@ -70,11 +74,11 @@ def _words(text: str) -> list[str]:
     return re.sub(r"[^a-z ]", " ", text.lower().replace("-", " ")).split()
 
 
-def _first(events: list[Event], kind: type) -> Event:
+def _first(events: list[Event], kind: type[E]) -> E:
     return next(e for e in events if isinstance(e, kind))
 
 
-def test_recorded_utterance_gets_a_spoken_reply(real_engines: tuple[object, object]) -> None:
+def test_recorded_utterance_gets_a_spoken_reply(real_engines: RealEngines) -> None:
     scenario = scenarios.sample_utterance()
     result = _simulate(scenario, real_engines)
     ev = result.events
@@ -94,22 +98,22 @@ def test_recorded_utterance_gets_a_spoken_reply(real_engines: tuple[object, obje
     ]:
         assert names.index(a) < names.index(b), names
     done = _first(ev, ReplyDone)
-    assert done.text.strip()  # type: ignore[attr-defined]
+    assert done.text.strip()
     start = _first(ev, PlaybackStarted)
     end = scenario.turns[0]["speech_end_s"]
     out = result.output
     assert out.shape[0] >= scenario.audio.shape[0]
     # Silent while the user speaks; speech after the turn ends, where the event says.
     assert np.abs(out[: int(end * 16000)]).max() == 0.0
-    assert start.stream_s > end  # type: ignore[attr-defined]
-    after = out[int(start.stream_s * 16000) :]  # type: ignore[attr-defined]
+    assert start.stream_s > end
+    after = out[int(start.stream_s * 16000) :]
     assert np.sqrt((after[:16000] ** 2).mean()) > 0.01
     ended = _first(ev, TurnEnded)
-    assert abs(ended.speech_end_s - end) < 0.3  # type: ignore[attr-defined]
+    assert abs(ended.speech_end_s - end) < 0.3
 
 
 def test_barge_in_at_a_sound_cards_rate_pauses_before_the_vad_confirms(
-    real_engines: tuple[object, object],
+    real_engines: RealEngines,
 ) -> None:
     """At 48 kHz the microphone stream is resampled for the VAD: the energy gate must still
     see every block (soxr's stream mode once released it in 30 ms bursts, and the gate,
@@ -125,22 +129,22 @@ def test_barge_in_at_a_sound_cards_rate_pauses_before_the_vad_confirms(
     (stop_ms,) = scored.barge_stop_ms
     assert stop_ms is not None and stop_ms < 100
     # Quiet before the VAD confirmed: the gate paused it, not the interruption.
-    assert scenario.barge[0] + stop_ms / 1000 < inter.stream_s  # type: ignore[attr-defined]
+    assert scenario.barge[0] + stop_ms / 1000 < inter.stream_s
 
 
-def test_barge_in_stops_the_reply(real_engines: tuple[object, object]) -> None:
+def test_barge_in_stops_the_reply(real_engines: RealEngines) -> None:
     scenario = scenarios.barge_in()
     result = _simulate_barge(scenario, real_engines)
     ev = result.events
     inter = _first(ev, Interrupted)
     barge = scenario.barge[0]
-    assert barge - 0.1 <= inter.stream_s < barge + 1.0  # type: ignore[attr-defined]
-    heard = inter.heard_text  # type: ignore[attr-defined]
+    assert barge - 0.1 <= inter.stream_s < barge + 1.0
+    heard = inter.heard_text
     starts = [e for e in ev if isinstance(e, SpeechStarted)]
     assert len(starts) == 2
     # From just after the interruption until the user's second turn ends: silence.
     second_end = scenario.turns[1]["speech_end_s"]
-    quiet = result.output[int((inter.stream_s + 0.03) * 16000) : int(second_end * 16000)]  # type: ignore[attr-defined]
+    quiet = result.output[int((inter.stream_s + 0.03) * 16000) : int(second_end * 16000)]
     assert np.abs(quiet).max() == 0.0
     # The second turn is answered too.
     plays = [e for e in ev if isinstance(e, PlaybackStarted)]

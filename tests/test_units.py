@@ -140,15 +140,18 @@ def test_clauses_drop_markup() -> None:
     assert sp.flush() == []
 
 
+def _count_words(messages: Sequence[ChatMessage]) -> int:
+    return sum(len(m.content.split()) for m in messages)
+
+
 def test_conversation_trims_oldest_and_keeps_system() -> None:
-    count = lambda ms: sum(len(m.content.split()) for m in ms)  # noqa: E731
-    conv = Conversation("be brief", count, context_tokens=30, reply_tokens=10)
+    conv = Conversation("be brief", _count_words, context_tokens=30, reply_tokens=10)
     for i in range(5):
         conv.add(f"question {i} " + "word " * 3, f"answer {i}")
     msgs = conv.prompt("new question")
     assert msgs[0] == ChatMessage("system", "be brief")
     assert msgs[-1] == ChatMessage("user", "new question")
-    assert count(msgs) <= 20
+    assert _count_words(msgs) <= 20
     assert msgs[1].role == "user"
     assert "answer 4" in [m.content for m in msgs]
 
@@ -187,10 +190,9 @@ def test_conversation_keeps_an_exchange_added_while_a_prompt_is_built() -> None:
 
 
 def test_conversation_cuts_an_overlong_utterance() -> None:
-    count = lambda ms: sum(len(m.content.split()) for m in ms)  # noqa: E731
-    conv = Conversation("sys", count, context_tokens=20, reply_tokens=5)
+    conv = Conversation("sys", _count_words, context_tokens=20, reply_tokens=5)
     msgs = conv.prompt(" ".join(f"w{i}" for i in range(100)))
-    assert count(msgs) <= 15
+    assert _count_words(msgs) <= 15
     assert msgs[-1].content.endswith("w99")
 
 

@@ -103,8 +103,8 @@ def test_repeated_faults_give_up_after_max_recoveries(
     engine = CardLlmEngine(driver, max_recoveries=2)
     recover = engine._recover
 
-    def recover_and_hang_again(*args: object) -> None:
-        recover(*args)  # type: ignore[arg-type]
+    def recover_and_hang_again(exc: Exception, attempt: int, what: str, then: str) -> None:
+        recover(exc, attempt, what, then)
         emulator.inject(Fault(FaultKind.HANG, 1))  # every resumed stream hangs again
 
     engine._recover = recover_and_hang_again  # type: ignore[method-assign]

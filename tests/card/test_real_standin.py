@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.clips import TESTDATA
+from voicebox.bench.scenarios import TESTDATA
 from voicebox.card.engine import CardLlmEngine
 from voicebox.card.factory import build_card_engine
 from voicebox.card.faults import Fault, FaultKind

@@ -28,7 +28,8 @@ def catalogue(tmp_path: Path, file_server: FileServer) -> Path:
     extra = hub_entry("tiny-hub", file_server.url("")) + hub_entry(
         "loose", file_server.url(""), pinned=False
     )
-    return write_catalogue(tmp_path / "c.toml", extra)
+    path: Path = write_catalogue(tmp_path / "c.toml", extra)
+    return path
 
 
 @pytest.fixture
