@@ -46,6 +46,11 @@ def matcher() -> IntentMatcher:
     ("Go forward", "Move", {"direction": "forward"}, True),  # "go forward two meters"
     ("Go forward two meters.", "Move", {"direction": "forward", "meters": 2}, False),
     ("go forward one meter", "Move", {"direction": "forward", "meters": 1}, False),
+    # The file's skip words, one word or several, wherever they are said.
+    ("Could you please turn on the kitchen lights?", "TurnOn", {"device": "kitchen lights"},
+     False),
+    ("Can you stop, please?", "Stop", {}, False),
+    ("Please go forward", "Move", {"direction": "forward"}, True),
 ])
 def test_whole_sentences_match_with_their_slots(
     matcher: IntentMatcher, text: str, name: str, slots: dict[str, object], could_go_on: bool

@@ -26,6 +26,7 @@ from hassil.expression import (
     TextChunk,
 )
 from hassil.intents import IntentData, RangeSlotList, SlotList, TextSlotList
+from hassil.util import remove_skip_words
 
 NUMBER = "#"
 """What every number becomes (a run of number words is one number)."""
@@ -38,13 +39,11 @@ _NUMBER_WORDS = frozenset((
 ))
 
 
-def normalize(text: str, skip: frozenset[str] = frozenset()) -> str:
+def normalize(text: str) -> str:
     """Lower-case words without marks, one space apart; numbers (digits or words) as
     ``NUMBER``. Spaces at either end are kept as one, so template pieces keep theirs."""
     out: list[str] = []
     for word in re.findall(r"[\w']+", text.lower()):
-        if word in skip:
-            continue
         tok = NUMBER if word.isdigit() or word in _NUMBER_WORDS else word
         if not (tok == NUMBER and out and out[-1] == NUMBER):
             out.append(tok)
@@ -148,8 +147,9 @@ class _Run:
 def could_go_on(intents: Intents, text: str) -> bool:
     """True unless some template takes exactly these words and none expects more after
     them. Words no template takes count as able to go on (the cautious answer)."""
-    skip = frozenset(w.lower() for w in intents.skip_words)
-    words = normalize(text, skip).strip() + " "
+    # The file's skip words ("please", "could you") go as hassil's matching drops them.
+    text = remove_skip_words(text, intents.skip_words, intents.settings.ignore_whitespace)
+    words = normalize(text).strip() + " "
     ends = False
     for intent in intents.intents.values():
         for data in intent.data:
