@@ -26,10 +26,12 @@ class EnergyVad:
 
 
 class FixedAsr:
-    """Always hears the same words (or nothing for silence)."""
+    """Always hears the same words (or nothing for silence), ``delay_s`` after it is
+    asked (a final transcript slower than the turn's end)."""
 
-    def __init__(self, text: str = "turn on the lights") -> None:
+    def __init__(self, text: str = "turn on the lights", delay_s: float = 0.0) -> None:
         self.text = text
+        self.delay_s = delay_s
         self.calls: list[tuple[int, bool]] = []
         self.committed: list[str] = []
 
@@ -43,6 +45,8 @@ class FixedAsr:
         draft: str = "",
         cancel: threading.Event | None = None,
     ) -> Transcript:
+        if self.delay_s:
+            time.sleep(self.delay_s)
         self.calls.append((audio.shape[0], final))
         self.committed.append(committed)
         loud = audio.size and float(np.abs(audio).max()) > 0.01

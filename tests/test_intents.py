@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +14,6 @@ from tests.fakes import EnergyVad, FixedAsr, ScoringLlm, fake_engines, silence, 
 from tests.test_cli import assert_one_line_error, good_wav, voicebox  # noqa: F401
 from voicebox.config import Config, ConfigError, IntentsConfig, TurnConfig, load_config
 from voicebox.engines.piper_tts import PiperTtsEngine
-from voicebox.engines.protocols import FloatAudio, Transcript
 from voicebox.events import (
     EndOfTurnScored,
     Event,
@@ -347,32 +344,10 @@ def test_cli_reads_sentences_against_an_intents_file(tmp_path: Path) -> None:
     assert_one_line_error(voicebox("intents", str(bad), timeout=60), "no list {x}")
 
 
-class _SlowAsr(FixedAsr):
-    """Hears the words only after ``delay_s`` (a final slower than the turn's end)."""
-
-    def __init__(self, text: str, delay_s: float) -> None:
-        super().__init__(text)
-        self.delay_s = delay_s
-
-    def transcribe(
-        self,
-        audio: FloatAudio,
-        *,
-        final: bool,
-        prompt: str = "",
-        committed: str = "",
-        draft: str = "",
-        cancel: threading.Event | None = None,
-    ) -> Transcript:
-        time.sleep(self.delay_s)
-        return super().transcribe(audio, final=final, prompt=prompt, committed=committed,
-                                  draft=draft, cancel=cancel)
-
-
 def test_the_intent_is_announced_when_the_turn_ended_before_its_words_were_read() -> None:
     text = "Turn on the lights."
     config = Config(turn=TurnConfig(end_of_turn_ms=300), intents=IntentsConfig(file=EXAMPLE))
-    ev, _ = _run_fake(text, EXAMPLE, asr=_SlowAsr(text, 0.8), config=config)
+    ev, _ = _run_fake(text, EXAMPLE, asr=FixedAsr(text, delay_s=0.8), config=config)
     names = [type(e).__name__ for e in ev]
     assert [e.reason for e in ev if isinstance(e, TurnEnded)] == ["silence"]
     assert names.count("IntentRecognized") == 1
