@@ -26,12 +26,15 @@ class EnergyVad:
 
 
 class FixedAsr:
-    """Always hears the same words (or nothing for silence), ``delay_s`` after it is
-    asked (a final transcript slower than the turn's end)."""
+    """Always hears the same words (or nothing for silence, or for audio shorter than
+    ``min_s``: a cough), ``delay_s`` after it is asked (a final transcript slower than
+    the turn's end)."""
 
-    def __init__(self, text: str = "turn on the lights", delay_s: float = 0.0) -> None:
+    def __init__(self, text: str = "turn on the lights", delay_s: float = 0.0,
+                 min_s: float = 0.0) -> None:
         self.text = text
         self.delay_s = delay_s
+        self.min_s = min_s
         self.calls: list[tuple[int, bool]] = []
         self.committed: list[str] = []
 
@@ -50,7 +53,8 @@ class FixedAsr:
         self.calls.append((audio.shape[0], final))
         self.committed.append(committed)
         loud = audio.size and float(np.abs(audio).max()) > 0.01
-        return Transcript(self.text if loud else "", audio.shape[0] / 16_000)
+        heard = loud and audio.shape[0] >= self.min_s * 16_000
+        return Transcript(self.text if heard else "", audio.shape[0] / 16_000)
 
 
 class ScriptedLlm:

@@ -144,6 +144,17 @@ def test_noise_heard_as_nothing_gets_no_reply() -> None:
     assert eng.llm.prompts == []  # type: ignore[attr-defined]
     finals = [e for e in result.events if isinstance(e, TranscriptFinal)]
     assert all(f.text == "" for f in finals)
+    assert "ReplyDone" not in names
+
+
+def test_a_turn_heard_as_nothing_leaves_no_empty_message_in_the_next_prompt() -> None:
+    audio = np.concatenate([silence(0.3), speechlike(0.3), silence(1.5), speechlike(1.5),
+                            silence(2.0)])
+    result, eng = _run(audio, asr=FixedAsr("hello there", min_s=1.2))
+    assert [e.text for e in result.events if isinstance(e, TranscriptFinal)] == ["", "hello there"]
+    prompts = eng.llm.prompts  # type: ignore[attr-defined]
+    assert len(prompts) == 1
+    assert [(m.role, m.content) for m in prompts[0][1:]] == [("user", "hello there")]
 
 
 def test_semantic_end_confirms_early_and_a_quick_continuation_keeps_the_turn() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -444,8 +445,9 @@ def test_tts_threads_follow_the_cores_unless_set() -> None:
     from voicebox.config import Config
     from voicebox.runtime.build import tts_threads
 
-    cores = len(os.sched_getaffinity(0))
-    assert tts_threads(Config()) == min(2, cores)
+    for cores, threads in ((1, 1), (2, 2), (8, 2)):
+        with mock.patch.object(os, "sched_getaffinity", return_value=set(range(cores))):
+            assert tts_threads(Config()) == threads
     assert tts_threads(Config(tts_threads=3)) == 3
     with pytest.raises(ConfigError, match="tts_threads"):
         Config(tts_threads=0)

@@ -130,7 +130,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 def cmd_listen(args: argparse.Namespace) -> int:
     from voicebox.audio.devices import SoundDevice
     from voicebox.events import EventLog
-    from voicebox.runtime.build import close_engines, load_engines
+    from voicebox.runtime.build import close_engines, load_engines, warm_up
     from voicebox.runtime.session import listen
 
     config = _config(args)
@@ -157,6 +157,7 @@ def cmd_listen(args: argparse.Namespace) -> int:
     vad, engines = load_engines(config)
     log = EventLog(args.events, [_printer(False, lambda: device.buffer_latency_ms)])
     try:
+        warm_up(vad, engines, config.llm.system_prompt)  # before the audio starts
         asyncio.run(listen(device, config=config, vad=vad, engines=engines, log=log))
     finally:
         log.close()

@@ -180,6 +180,9 @@ class AudioHealth(Event):
     """Sound-card callbacks that reported an input overflow or output underflow."""
     late_blocks: int
     """Virtual-device blocks delivered late by more than a block (simulation only)."""
+    input_overruns: int = 0
+    """Captured samples overwritten before the loop read them (the loop stalled for
+    longer than the input ring holds, 10 s)."""
 
 
 def to_dict(event: Event) -> dict[str, Any]:
@@ -215,8 +218,3 @@ class EventLog:
             self._file.close()
             self._file = None
 
-
-def read_events(path: Path) -> list[dict[str, Any]]:
-    """Read a JSONL event log written by :class:`EventLog`."""
-    with path.open(encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]

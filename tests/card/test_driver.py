@@ -44,7 +44,7 @@ def test_stream_in_order_with_done_stats(driver: CardDriver, hc1: FirmwareProfil
     assert done.card_ms == pytest.approx(timing.reply_ms(info.new_tokens, done.tokens))
     assert done.card_ttft_ms == pytest.approx(timing.token_ms(info.new_tokens, 0))
     assert done.energy_mj == pytest.approx(hc1.power.card_power_w * done.card_ms)
-    assert done.wall_ms >= 0 and done.lag_ms >= 0
+    assert done.wall_ms > 0 and done.lag_ms == pytest.approx(max(0.0, done.wall_ms - done.card_ms))
 
 
 def test_second_turn_reuses_the_cached_prefix(driver: CardDriver) -> None:
@@ -90,7 +90,7 @@ def test_engine_implements_the_llm_protocol(engine: CardLlmEngine) -> None:
     assert text == full_reply()
     stats = engine.last_stats
     assert stats is not None and stats.tokens == len(REPLY_WORDS) and stats.recoveries == 0
-    assert stats.card_ms > 0 and stats.wall_ms > 0 and stats.emulation_lag_ms >= 0
+    assert stats.card_ms > 0 and stats.wall_ms > 0
 
 
 def test_closing_the_stream_early_cancels_on_the_card(engine: CardLlmEngine) -> None:

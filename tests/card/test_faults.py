@@ -79,6 +79,14 @@ def test_throttling_is_reported(emulator: CardEmulator, engine: CardLlmEngine) -
     assert throttled.throttled and not normal.throttled
     assert throttled.card_ms > normal.card_ms
     assert engine.driver.status()["throttled"] is True
+    assert _reply(engine) == full_reply()  # a standing fault: still throttled
+    again = engine.last_stats
+    assert again is not None and again.throttled
+    emulator.clear_faults()  # the card cools down
+    assert _reply(engine) == full_reply()
+    cooled = engine.last_stats
+    assert cooled is not None and not cooled.throttled
+    assert engine.driver.status()["throttled"] is False
 
 
 def test_sessions_exhausted_is_a_clear_error(emulator: CardEmulator, driver: CardDriver) -> None:

@@ -51,7 +51,9 @@ def test_real_stand_in_streams_text_pieces(card: CardLlmEngine) -> None:
     timing = CardTiming(find_profile("hc1-llama3.1-8b"))
     assert stats.card_ms <= timing.reply_ms(stats.prompt_tokens, stats.tokens) + 1e-6
     assert not math.isnan(stats.wall_ttft_ms)
-    assert stats.emulation_lag_ms >= 0  # the host is slower than the card: reported, not hidden
+    # SmolLM2 on this CPU is slower than the card it stands in for: the lag is reported,
+    # not hidden, and is part of the wall time.
+    assert 0 < stats.emulation_lag_ms <= stats.wall_ms
 
 
 def test_real_stand_in_survives_a_truncated_frame(card: CardLlmEngine) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.card.fakes import FakeStandIn
-from voicebox.card.emulator import CardEmulator, temp_socket_path
+from voicebox.card.emulator import CardEmulator
 from voicebox.card.errors import StandInError
 from voicebox.card.factory import build_card_engine
 from voicebox.card.profile import FirmwareProfile
@@ -56,9 +56,9 @@ def test_refuses_a_mismatched_stand_in(
     assert "serves only Llama-3.1-8B-Instruct" in str(err.value)
 
 
-def test_emulator_refuses_a_mismatched_stand_in(hc1: FirmwareProfile) -> None:
+def test_emulator_refuses_a_mismatched_stand_in(hc1: FirmwareProfile, tmp_path: Path) -> None:
     with pytest.raises(StandInError):
-        CardEmulator(hc1, FakeStandIn(file_name="phi-2.Q4_0.gguf"), temp_socket_path())
+        CardEmulator(hc1, FakeStandIn(file_name="phi-2.Q4_0.gguf"), tmp_path / "card.sock")
 
 
 def test_factory_refuses_before_loading_weights(tmp_path: Path) -> None:

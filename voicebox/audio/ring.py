@@ -91,9 +91,11 @@ class PlaybackBuffer:
         while filled < n and self._chunks and not self.paused:
             audio, turn = self._chunks[0]
             if turn != self.playing_turn:
-                self.playing_turn = turn
+                # The loop reads these between blocks; ``playing_turn`` goes last so it
+                # never sees the new turn beside the last turn's position and count.
                 self.first_sample_pos = stream_pos + filled
                 self.played = 0
+                self.playing_turn = turn
             take = min(n - filled, audio.shape[0] - self._offset)
             out[filled : filled + take] = audio[self._offset : self._offset + take]
             filled += take

@@ -45,10 +45,14 @@ class HostConnection:
         self.sock.close()
 
 
+TEMP_SOCKET_PREFIX = "voicebox-card-"
+
+
 def temp_socket_path(name: str = "card") -> Path:
-    """A fresh socket path in a private temp directory (UNIX socket paths are short)."""
+    """A fresh socket path in a private temp directory (UNIX socket paths are short); the
+    emulator serving it removes the directory when it stops."""
     import tempfile
 
-    directory = Path(tempfile.mkdtemp(prefix="voicebox-card-"))
+    directory = Path(tempfile.mkdtemp(prefix=TEMP_SOCKET_PREFIX))
     os.chmod(directory, 0o700)
     return directory / f"{name}.sock"

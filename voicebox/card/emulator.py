@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from voicebox.card.connection import HostConnection, temp_socket_path
+from voicebox.card.connection import TEMP_SOCKET_PREFIX, HostConnection, temp_socket_path
 from voicebox.card.errors import CardLinkError
 from voicebox.card.faults import ArmedFaults, Fault, FaultKind
 from voicebox.card.firmware import EmulatedFirmware, FirmwareError
@@ -135,6 +135,9 @@ class CardEmulator:
         if isinstance(self.endpoint, Path):
             with contextlib.suppress(FileNotFoundError):
                 self.endpoint.unlink()
+            if self.endpoint.parent.name.startswith(TEMP_SOCKET_PREFIX):
+                with contextlib.suppress(OSError):  # the private directory, once empty
+                    self.endpoint.parent.rmdir()
 
     def __enter__(self) -> CardEmulator:
         return self.start()

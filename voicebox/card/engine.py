@@ -100,6 +100,8 @@ class CardLlmEngine:
     ) -> None:
         self._driver = driver
         self._max_recoveries = max_recoveries
+        # Scores and open-turn prefills make room for a reply of this many tokens, as the
+        # reply's PREFILL will; after the first reply, for that reply's ``max_tokens``.
         self._reserve_tokens = reserve_tokens
         self._on_close = on_close
         self._session: int | None = None

@@ -254,6 +254,7 @@ class LlamaEngine:
     def close(self) -> None:
         self._settle()
         with contextlib.suppress(Exception):
+            self._scoring.close()  # before the model its context points into
             self._llm.close()
 
 
@@ -283,6 +284,10 @@ class _ScoringContext:
         logits = np.ctypeslib.as_array(self._ctx.get_logits_ith(-1), shape=(self._n_vocab,))
         probs: np.ndarray[Any, Any] = np.exp(logits.astype(np.float64) - float(logits.max()))
         return probs / float(probs.sum())
+
+    def close(self) -> None:
+        self._batch.close()  # type: ignore[no-untyped-call]
+        self._ctx.close()  # type: ignore[no-untyped-call]
 
 
 REDECODE_TOKENS = 2

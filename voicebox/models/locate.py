@@ -67,11 +67,3 @@ def packaged_path(kind: str) -> Path:
         )
     return path
 
-
-def require_file(path: Path, what: str, hint: str) -> Path:
-    """Return ``path`` if it is a readable non-empty file, else a ModelError naming it."""
-    if not path.is_file():
-        raise ModelError(f"{what} model file not found: {path}; {hint}")
-    if path.stat().st_size == 0:
-        raise ModelError(f"{what} model file is empty: {path}; {hint}")
-    return path

@@ -86,8 +86,19 @@ def load_engines(config: Config) -> tuple[VadEngine, Engines]:
     return vad, engines
 
 
+CLOSE_WAIT_S = 10.0
+"""How long closing waits for the LLM thread to finish the call it is in."""
+
+
 def close_engines(engines: Engines) -> None:
-    engines.llm.close()
+    """Close the LLM on its own thread, after the call it may still be in (a decode for
+    a cancelled reply or a partial): freeing llama.cpp's context under a running decode,
+    or closing a card session beside an in-flight request, would crash or garble it."""
+    try:
+        engines.llm_worker.call(engines.llm.close, timeout_s=CLOSE_WAIT_S)
+    except TimeoutError:
+        _LOGGER.warning("the LLM was still busy after %.0f s; exiting without closing it",
+                        CLOSE_WAIT_S)
     for worker in (engines.vad_worker, engines.asr_worker, engines.llm_worker, engines.tts_worker,
                    engines.turn_worker):
         if worker is not None:

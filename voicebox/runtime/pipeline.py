@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import Callable
@@ -88,18 +89,23 @@ class Pipeline:
         self._detector = TurnDetector(config.turn, self._frame_s)
         self._resampler = StreamResampler(device.sample_rate_hz, ASR_SAMPLE_RATE_HZ)
         self._pending = np.zeros(0, dtype=np.float32)
-        self._frames: asyncio.Queue[FloatAudio] = asyncio.Queue(maxsize=256)
-        self._frames_seen = 0
+        # Each frame with the stream time at its end, stamped as it is cut: a frame
+        # dropped on overload leaves a gap in the audio, not a shift in the turn clock.
+        self._frames: asyncio.Queue[tuple[FloatAudio, float]] = asyncio.Queue(maxsize=256)
+        self._frames_cut = 0
         self._dropped_frames = 0
-        pre = max(1, int(config.turn.pre_roll_ms / 1000 / self._frame_s))
-        self._pre_roll: deque[FloatAudio] = deque(maxlen=pre)
+        # The pre-roll reaches ``pre_roll_ms`` before the speech start: the frames that
+        # made the VAD call it (``min_speech_ms``) are in the deque too.
+        frame_ms = self._frame_s * 1000
+        start_frames = math.ceil(config.turn.min_speech_ms / frame_ms)
+        pre = int(config.turn.pre_roll_ms / frame_ms) + start_frames
+        self._pre_roll: deque[FloatAudio] = deque(maxlen=max(1, pre))
         self._turn_audio: list[FloatAudio] = []
         self._last_turn_audio: list[FloatAudio] = []
         self._since_end: list[FloatAudio] = []
         self._silent_run = 0
         self._turn = -1
         self._reply: Reply | None = None
-        self._playing_reported = -1
         self._partial_task: asyncio.Task[None] | None = None
         self.conversation = Conversation(
             config.llm.system_prompt, engines.llm.count_tokens,
@@ -132,8 +138,9 @@ class Pipeline:
             self._pending = np.concatenate([self._pending, block]) if self._pending.size else block
             while self._pending.shape[0] >= self._frame:
                 frame, self._pending = self._pending[: self._frame], self._pending[self._frame :]
+                self._frames_cut += 1
                 try:
-                    self._frames.put_nowait(frame.copy())
+                    self._frames.put_nowait((frame.copy(), self._frames_cut * self._frame_s))
                 except asyncio.QueueFull:
                     self._dropped_frames += 1
         self._watch_playback()
@@ -171,19 +178,18 @@ class Pipeline:
                                                     round(latency, 1)))
         played = pb.played if pb.playing_turn == reply.turn else 0
         if not reply.generating and played >= reply.pushed_samples and reply.task.done():
-            self._emit(lambda t, s: ReplyDone(t, s, reply.turn, reply.text, reply.tokens))
-            self.conversation.add(reply.user_text, reply.text)
             self._reply = None
+            if reply.user_text:  # a turn heard as nothing had no reply and joins no history
+                self._emit(lambda t, s: ReplyDone(t, s, reply.turn, reply.text, reply.tokens))
+                self.conversation.add(reply.user_text, reply.text)
 
     # -- turn handling -------------------------------------------------------------
 
     async def _vad_loop(self) -> None:
         vad_worker = self._eng.vad_worker
         while True:
-            frame = await self._frames.get()
+            frame, end_s = await self._frames.get()
             prob = await vad_worker.run(self._vad.probability, frame)
-            self._frames_seen += 1
-            end_s = self._frames_seen * self._frame_s
             if self._detector.in_turn:
                 # Long pauses inside a turn are cut short for the ASR: Whisper reads
                 # across a short gap better than across a long one.
@@ -210,6 +216,7 @@ class Pipeline:
             self._turn += 1
             n = self._turn
             self._turn_audio = list(self._pre_roll)
+            self._silent_run = 0
             self._partials.new_turn()
             self._emit(lambda t, s: SpeechStarted(t, round(turn.speech_start_s, 3), n))
             self._start_partials(n)
@@ -314,6 +321,7 @@ class Pipeline:
         # The silence in between is cut short, as inside a turn (see _vad_loop).
         self._turn_audio = self._last_turn_audio + self._since_end[-KEEP_SILENT_FRAMES:]
         self._since_end = []
+        self._silent_run = 0
         self._turn_end_s.pop(n, None)
         self._emit(lambda t, s: SpeechResumed(t, s, n))
         self._start_partials(n)
@@ -332,15 +340,18 @@ class Pipeline:
             score_end_of_turn=self._cfg.turn.semantic, on_scored=self._scored,
             intents=self._intents, emit=self._emit,
         )
-        reply.task.add_done_callback(self._reply_finished)
+        reply.task.add_done_callback(self._task_finished)
         self._reply = reply
         self._required_silence_ms = float(self._cfg.turn.end_of_turn_ms)
         if self._cfg.turn.semantic and self._eng.turn_model is not None and audio.size:
             task = asyncio.get_running_loop().create_task(self._score_audio(reply, audio))
             self._side_tasks.add(task)
             task.add_done_callback(self._side_tasks.discard)
+            task.add_done_callback(self._task_finished)
 
-    def _reply_finished(self, task: asyncio.Task[None]) -> None:
+    def _task_finished(self, task: asyncio.Task[None]) -> None:
+        """An engine that failed in a reply, a partial or a score stops the pipeline
+        with its error (a partial that stopped quietly would leave every turn waiting)."""
         if task.cancelled():
             return
         exc = task.exception()
@@ -371,6 +382,11 @@ class Pipeline:
             self.conversation.add(reply.user_text, heard)
 
     def _start_partials(self, turn: int) -> None:
+        if self._partial_task is not None:
+            # A quick continuation: the last run may still be asleep and would wake to a
+            # turn that is in progress again, beside this one.
+            self._partial_task.cancel()
+
         def in_turn() -> bool:
             return self._turn == turn and self._detector.in_turn
 
@@ -379,6 +395,7 @@ class Pipeline:
 
         self._partial_task = asyncio.get_running_loop().create_task(self._partials.run(
             turn, audio=lambda: self._turn_audio, in_turn=in_turn, speaking=speaking))
+        self._partial_task.add_done_callback(self._task_finished)
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -405,7 +422,7 @@ class Pipeline:
         finally:
             late = int(getattr(self._device, "late_blocks", 0))
             self._emit(lambda t, s: AudioHealth(t, s, self._dropped_frames, self._core.xruns,
-                                                late))
+                                                late, self._core.input.overruns))
             if self._reply is not None:
                 self._reply.cancel()
             if self._partial_task is not None:

@@ -35,7 +35,8 @@ from voicebox.runtime.workers import EngineWorker
 
 @dataclass(slots=True)
 class Engines:
-    """The four engines a pipeline runs, each with its own worker thread."""
+    """The engines a pipeline runs (ASR, LLM, TTS, the optional audio turn model) and
+    their worker threads, the VAD's included."""
 
     vad_worker: EngineWorker
     asr: AsrEngine
@@ -99,7 +100,6 @@ class Reply:
         self._on_scored = on_scored
         self.eot_probability: float | None = None
         """The LLM's end-of-turn probability, once scored (None: not scored)."""
-        self.eot_compute_ms = 0.0
         self.audio_eot_probability: float | None = None
         """The audio turn model's probability, once scored (set by the pipeline)."""
         self._intents = intents
@@ -174,9 +174,7 @@ class Reply:
         if self.scores_llm:
             llm = eng.llm
             assert isinstance(llm, EndOfTurnScorer)
-            t2 = time.monotonic()
             self.eot_probability = await eng.llm_worker.run(llm.end_of_turn_probability, messages)
-            self.eot_compute_ms = _ms(t2)
         if self._on_scored is not None:
             self._on_scored(self)
         if response is not None:  # the intents file says what to answer: no LLM reply

@@ -62,10 +62,10 @@ def simulate_file(
 async def listen(
     device: DuplexDevice, *, config: Config, vad: VadEngine, engines: Engines, log: EventLog
 ) -> None:
-    """Run on the sound card until SIGINT or SIGTERM."""
+    """Run on the sound card until SIGINT or SIGTERM (warm the engines up first, outside
+    the event loop: ``warm_up``)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    warm_up(vad, engines, config.llm.system_prompt)  # before the audio starts
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     pipeline = Pipeline(config=config, device=device, vad=vad, engines=engines, log=log)

@@ -73,9 +73,12 @@ class EngineWorker:
                 # Don't wait here: the worker stops at its next token.
                 future.add_done_callback(lambda f: f.exception())
 
-    def call(self, fn: Callable[..., T], *args: object) -> T:
-        """Run ``fn`` on the worker thread and wait for it (outside the event loop)."""
-        return self._pool.submit(fn, *args).result()
+    def call(self, fn: Callable[..., T], *args: object, timeout_s: float | None = None) -> T:
+        """Run ``fn`` on the worker thread and wait for it (outside the event loop).
+
+        Raises ``TimeoutError`` when it has not finished within ``timeout_s``.
+        """
+        return self._pool.submit(fn, *args).result(timeout=timeout_s)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
