@@ -45,8 +45,9 @@ import numpy as np
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from voicebox.bench.score import normalise, word_edits  # noqa: E402
+from voicebox.engines.asr_checks import committed_prefix  # noqa: E402
 from voicebox.engines.protocols import FloatAudio  # noqa: E402
-from voicebox.engines.whisper_asr import WhisperAsrEngine, committed_prefix  # noqa: E402
+from voicebox.engines.whisper_asr import WhisperAsrEngine  # noqa: E402
 from voicebox.models.locate import packaged_path  # noqa: E402
 
 DATA_DIR = Path("/usr/share/pocketsphinx/test/data")

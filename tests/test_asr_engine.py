@@ -148,16 +148,16 @@ def test_missing_model_is_a_model_error(tmp_path: Path) -> None:
 
 
 def test_trim_loop_keeps_the_first_occurrence() -> None:
-    from voicebox.engines.whisper_asr import _has_loop, _trim_loop
+    from voicebox.engines.asr_checks import has_loop, trim_loop
 
-    assert _trim_loop("10 of clubs. 10 of clubs. 10 of") == "10 of clubs"
-    assert _trim_loop("5 5 5 5 5 5") == "5"
-    assert _trim_loop("He was not an ill-disposed young man.") == (
+    assert trim_loop("10 of clubs. 10 of clubs. 10 of") == "10 of clubs"
+    assert trim_loop("5 5 5 5 5 5") == "5"
+    assert trim_loop("He was not an ill-disposed young man.") == (
         "He was not an ill-disposed young man."
     )
-    assert _has_loop(["four", "queen", "of", "clubs", "four", "queen", "of", "clubs"])
-    assert not _has_loop(["five", "five"])
-    assert not _has_loop(["he", "was", "not", "an", "ill", "disposed", "young", "man"])
+    assert has_loop(["four", "queen", "of", "clubs", "four", "queen", "of", "clubs"])
+    assert not has_loop(["five", "five"])
+    assert not has_loop(["he", "was", "not", "an", "ill", "disposed", "young", "man"])
 
 
 def partials_then_final(engine: AsrEngine, audio: FloatAudio) -> str:

@@ -10,21 +10,21 @@ import pytest
 
 from tests.clips import needs_testdata, read_clip
 from voicebox.bench.score import normalise
-from voicebox.engines.whisper_asr import (
-    WhisperAsrEngine,
-    _Decoded,
-    _split_committed,
-    _tail_problem,
+from voicebox.engines.asr_checks import (
+    Decoded,
     committed_prefix,
+    split_committed,
+    tail_problem,
 )
+from voicebox.engines.whisper_asr import WhisperAsrEngine
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 LIBRIVOX = "librivox/sense_and_sensibility_01_austen_64kb-"
 
 
-def decoded(text: str, *, avg_logprob: float = -0.2, hit_cap: bool = False) -> _Decoded:
-    return _Decoded(
+def decoded(text: str, *, avg_logprob: float = -0.2, hit_cap: bool = False) -> Decoded:
+    return Decoded(
         text=text, avg_logprob=avg_logprob, no_speech_prob=0.01, hit_cap=hit_cap, resume_s=None
     )
 
@@ -65,32 +65,32 @@ def test_committed_prefix_of_identical_partials_still_holds_back_a_word() -> Non
 
 
 def test_split_committed_forces_the_first_seam_word() -> None:
-    assert _split_committed("a b c d e", 3) == ("a b", "c")
-    assert _split_committed("a b c d e", 1) == ("a b c d", "e")
-    assert _split_committed("a b c", 3) is None  # no context left: nothing to gain
-    assert _split_committed("  ", 1) is None
+    assert split_committed("a b c d e", 3) == ("a b", "c")
+    assert split_committed("a b c d e", 1) == ("a b c d", "e")
+    assert split_committed("a b c", 3) is None  # no context left: nothing to gain
+    assert split_committed("  ", 1) is None
 
 
 def test_a_clean_tail_is_accepted() -> None:
     committed = "Had he married a more amiable woman, he might have been made still"
     context, anchor = "Had he married a more amiable woman, he might have been", "made"
-    assert _split_committed(committed, 2) == (context, anchor)
+    assert split_committed(committed, 2) == (context, anchor)
     tail = decoded("made still more respectable than he was.")
-    assert _tail_problem(context, tail, 6.0, committed) is None
+    assert tail_problem(context, tail, 6.0, committed) is None
 
 
 def test_a_tail_that_stops_within_the_committed_words_is_short() -> None:
     committed = "He might even have been made amiable"
     context = "He might even have been"
-    assert _tail_problem(context, decoded("made amiable"), 3.3, committed) == "short"
-    assert _tail_problem(context, decoded("made amiable himself."), 3.3, committed) is None
+    assert tail_problem(context, decoded("made amiable"), 3.3, committed) == "short"
+    assert tail_problem(context, decoded("made amiable himself."), 3.3, committed) is None
 
 
 def test_a_tail_that_says_committed_words_again_is_a_restart() -> None:
     committed = "And Mr. John Dashwood had then leisure to consider"
     context = "And Mr. John Dashwood had then"
     tail = decoded("leisure to consider how much. Mr. John Dashwood had then leisure")
-    assert _tail_problem(context, tail, 7.1, committed) == "restart"
+    assert tail_problem(context, tail, 7.1, committed) == "restart"
 
 
 @pytest.mark.parametrize(
@@ -102,8 +102,8 @@ def test_a_tail_that_says_committed_words_again_is_a_restart() -> None:
     ],
     ids=["loop", "unsure", "capped"],
 )
-def test_a_degenerate_tail_is_rejected(tail: _Decoded) -> None:
-    assert _tail_problem("Eight of", tail, 3.5, "Eight of spades,") == "degenerate"
+def test_a_degenerate_tail_is_rejected(tail: Decoded) -> None:
+    assert tail_problem("Eight of", tail, 3.5, "Eight of spades,") == "degenerate"
 
 
 # -- the real model --------------------------------------------------------------------------
@@ -179,31 +179,31 @@ def test_partials_and_silence_ignore_committed_words(engine: WhisperAsrEngine) -
 
 
 def test_tail_token_limit_follows_the_draft() -> None:
-    from voicebox.engines.whisper_asr import _TAIL_SLACK_TOKENS, _tail_token_limit
+    from voicebox.engines.asr_checks import TAIL_SLACK_TOKENS, tail_token_limit
 
     def encode(text: str) -> list[int]:
         return list(range(len(text.split())))  # one token per word
 
     draft = "had he married a more amiable woman he might"
     # The context covers the first 4 words; 5 are left, plus the slack.
-    assert _tail_token_limit(encode, "had he married a", draft) == 5 + _TAIL_SLACK_TOKENS
-    assert _tail_token_limit(encode, "had he married a", "") is None
-    assert _tail_token_limit(encode, draft, draft) is None
+    assert tail_token_limit(encode, "had he married a", draft) == 5 + TAIL_SLACK_TOKENS
+    assert tail_token_limit(encode, "had he married a", "") is None
+    assert tail_token_limit(encode, draft, draft) is None
 
 
 def test_a_restart_after_a_two_word_context_is_caught() -> None:
-    tail = _Decoded(text="spades, four of close, seven of hearts. Eight of sp", avg_logprob=-0.3,
+    tail = Decoded(text="spades, four of close, seven of hearts. Eight of sp", avg_logprob=-0.3,
                     no_speech_prob=0.01, hit_cap=False, resume_s=None)
-    assert _tail_problem("Eight of", tail, 3.5, "Eight of spades, four") == "restart"
-    one = _Decoded(text="of spades, four of clubs.", avg_logprob=-0.3, no_speech_prob=0.01,
+    assert tail_problem("Eight of", tail, 3.5, "Eight of spades, four") == "restart"
+    one = Decoded(text="of spades, four of clubs.", avg_logprob=-0.3, no_speech_prob=0.01,
                    hit_cap=False, resume_s=None)
-    assert _tail_problem("Eight", one, 3.5, "Eight of spades, four") == "short"
+    assert tail_problem("Eight", one, 3.5, "Eight of spades, four") == "short"
 
 
 def test_a_restart_cut_short_by_the_limit_is_caught() -> None:
-    tail = _Decoded(text="spades, four of close, seven of hearts. Eight", avg_logprob=-0.3,
+    tail = Decoded(text="spades, four of close, seven of hearts. Eight", avg_logprob=-0.3,
                     no_speech_prob=0.01, hit_cap=False, resume_s=None)
-    assert _tail_problem("Eight of", tail, 3.5, "Eight of spades, four") == "restart"
-    fine = _Decoded(text="spades. Four of clubs.", avg_logprob=-0.3, no_speech_prob=0.01,
+    assert tail_problem("Eight of", tail, 3.5, "Eight of spades, four") == "restart"
+    fine = Decoded(text="spades. Four of clubs.", avg_logprob=-0.3, no_speech_prob=0.01,
                     hit_cap=False, resume_s=None)
-    assert _tail_problem("Eight of", fine, 3.5, "Eight of spades, four") is None
+    assert tail_problem("Eight of", fine, 3.5, "Eight of spades, four") is None

@@ -9,8 +9,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from voicebox.engines.asr_checks import committed_prefix
 from voicebox.engines.protocols import ChatMessage, EndOfTurnScorer, FloatAudio
-from voicebox.engines.whisper_asr import committed_prefix
 from voicebox.events import Event, TranscriptPartial
 from voicebox.runtime.reply import Engines
 
