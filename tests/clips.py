@@ -6,16 +6,14 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import pytest
 
+from tests.needs import needs
 from voicebox.audio.wav import read_wav
 from voicebox.bench.scenarios import TESTDATA
 from voicebox.engines.protocols import FloatAudio
 
-needs_testdata = pytest.mark.skipif(
-    not (TESTDATA / "cards" / "001.wav").is_file(),
-    reason="apt package pocketsphinx-testdata missing",
-)
+needs_testdata = needs((TESTDATA / "cards" / "001.wav").is_file(),
+                       "apt package pocketsphinx-testdata")
 
 
 def read_clip(name: str) -> FloatAudio:

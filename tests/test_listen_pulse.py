@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from tests.clips import needs_testdata, read_clip
+from tests.needs import needs
 from voicebox.audio.resample import resample
 from voicebox.audio.wav import read_wav
 from voicebox.bench import scenarios
@@ -27,10 +28,8 @@ from voicebox.bench.score import loud_onsets, score
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "listen_pulse.py"
 
-needs_pulse = pytest.mark.skipif(
-    any(shutil.which(t) is None for t in ("pulseaudio", "paplay", "parec")),
-    reason="apt packages pulseaudio / pulseaudio-utils missing (scripts/setup.sh installs them)",
-)
+needs_pulse = needs(all(shutil.which(t) for t in ("pulseaudio", "paplay", "parec")),
+                    "apt packages pulseaudio / pulseaudio-utils")
 
 
 def _harness() -> ModuleType:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.needs import needs
 from voicebox.bench.scenarios import TESTDATA
 from voicebox.card.engine import CardLlmEngine
 from voicebox.card.factory import build_card_engine
@@ -104,7 +105,7 @@ def test_real_stand_in_scores_the_end_of_turn(card: CardLlmEngine) -> None:
     assert stats.card_ttft_ms <= timing.token_ms(12, 0)
 
 
-@pytest.mark.skipif(not SAMPLE.is_file(), reason="apt package pocketsphinx-testdata missing")
+@needs(SAMPLE.is_file(), "apt package pocketsphinx-testdata")
 def test_simulate_turn_on_the_emulated_hc1(tmp_path: Path) -> None:
     out, events = tmp_path / "out.wav", tmp_path / "events.jsonl"
     p = subprocess.run(

@@ -16,6 +16,7 @@ from fake_models import (
     write_catalogue,
 )
 
+from tests.needs import needs
 from voicebox.errors import ModelError
 from voicebox.models.catalogue import (
     ModelFormat,
@@ -203,7 +204,7 @@ REAL_PACKAGES = all(package_dir(p.package) is not None for p in PACKAGED.values(
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not REAL_PACKAGES, reason="default model packages not installed")
+@needs(REAL_PACKAGES, "the default model packages")
 def test_real_packaged_defaults_pass_every_check() -> None:
     catalogue = load_catalogue()
     for entry in catalogue.defaults():
