@@ -20,7 +20,7 @@ bench's mid-sentence pauses); ``noisy`` all 10 under white noise plus a 100 Hz h
 Only the final is timed. Each timed call is repeated ``--repeats`` times and the fastest
 kept, so a busy machine inflates the numbers less; the text is the same every time.
 
-Usage: python scripts/asr_wer.py [--threads 1] [--repeats 3] [--sets plain,paused,noisy]
+Usage: .venv/bin/python scripts/asr_wer.py [--threads 1] [--repeats 3] [--sets plain,paused,noisy]
        [--seam-words N] [--json] [--report docs/asr_wer.md]
 """
 

@@ -8,7 +8,7 @@ host stage (VAD, ASR, TTS, turn confirmation, playout) stays as measured:
 
     projected = max(turn confirmed, reply ready - LLM wall + card time) + playout
 
-Usage: python scripts/project_card_latency.py REPORT/events [--profile NAME ...]
+Usage: .venv/bin/python scripts/project_card_latency.py REPORT/events [--profile NAME ...]
 """
 
 from __future__ import annotations

