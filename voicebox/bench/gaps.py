@@ -42,7 +42,7 @@ from voicebox.engines.smart_turn import SmartTurnEngine
 from voicebox.engines.whisper_asr import WhisperAsrEngine
 from voicebox.models.locate import packaged_path
 from voicebox.runtime.build import load_vad
-from voicebox.runtime.pipeline import KEEP_SILENT_FRAMES
+from voicebox.runtime.turn_audio import TurnAudio
 from voicebox.runtime.turns import (
     Decision,
     TurnDetector,
@@ -109,26 +109,20 @@ def replay(config: Config, models: Models, sc: Scenario) -> list[Pause]:
     detector = TurnDetector(cfg, frame_n / ASR_SAMPLE_RATE_HZ)
     heard = as_read_from_wav(sc)  # 16-bit, as simulate reads the judge's WAV
     frames = [heard[i : i + frame_n] for i in range(0, len(heard) - frame_n + 1, frame_n)]
-    pre_roll: list[np.ndarray] = []
-    turn_audio: list[np.ndarray] = []
-    silent_run = 0
+    turn_audio = TurnAudio(frame_s=frame_n / ASR_SAMPLE_RATE_HZ, pre_roll_ms=cfg.pre_roll_ms,
+                           min_speech_ms=cfg.min_speech_ms, end_threshold=cfg.end_threshold)
     open_pause: Pause | None = None
     count_from = 0.0
     """Where the silence count of the open pause last started (the energy hold restarts it)."""
     for k, frame in enumerate(frames):
         prob = vad.probability(frame)
         end_s = (k + 1) * frame_n / ASR_SAMPLE_RATE_HZ
-        if detector.in_turn:
-            silent_run = silent_run + 1 if prob < cfg.end_threshold else 0
-            if silent_run <= KEEP_SILENT_FRAMES:
-                turn_audio.append(frame)
-        keep = max(1, int(cfg.pre_roll_ms / 1000 * ASR_SAMPLE_RATE_HZ / frame_n))
-        pre_roll = [*pre_roll, frame][-keep:]
+        turn_audio.add(frame, prob, in_turn=detector.in_turn)
         decision = detector.update(prob, end_s, frame_level(frame))
         if decision is Decision.START:
-            turn_audio = list(pre_roll)
+            turn_audio.start()
         elif decision is Decision.PAUSE:
-            audio = np.concatenate(turn_audio)
+            audio = turn_audio.samples()
             text = asr.transcribe(audio, final=True).text
             system = ChatMessage("system", config.llm.system_prompt)
             messages = [system, ChatMessage("user", text)]

@@ -5,9 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import time
-from collections import deque
 from collections.abc import Callable
 from typing import Protocol
 
@@ -41,6 +39,7 @@ from voicebox.runtime.intents import load_intents
 from voicebox.runtime.memory import Conversation
 from voicebox.runtime.partials import PartialTranscriber
 from voicebox.runtime.reply import Engines, Reply
+from voicebox.runtime.turn_audio import TurnAudio
 from voicebox.runtime.turns import (
     Decision,
     TurnDetector,
@@ -50,10 +49,6 @@ from voicebox.runtime.turns import (
 )
 
 _LOGGER = logging.getLogger(__name__)
-
-KEEP_SILENT_FRAMES = 8
-"""Silent frames (about 250 ms) kept of a pause inside a turn."""
-
 
 class DuplexDevice(Protocol):
     """A sound card or the virtual device: runs ``core`` block by block."""
@@ -94,16 +89,9 @@ class Pipeline:
         self._frames: asyncio.Queue[tuple[FloatAudio, float]] = asyncio.Queue(maxsize=256)
         self._frames_cut = 0
         self._dropped_frames = 0
-        # The pre-roll reaches ``pre_roll_ms`` before the speech start: the frames that
-        # made the VAD call it (``min_speech_ms``) are in the deque too.
-        frame_ms = self._frame_s * 1000
-        start_frames = math.ceil(config.turn.min_speech_ms / frame_ms)
-        pre = int(config.turn.pre_roll_ms / frame_ms) + start_frames
-        self._pre_roll: deque[FloatAudio] = deque(maxlen=max(1, pre))
-        self._turn_audio: list[FloatAudio] = []
-        self._last_turn_audio: list[FloatAudio] = []
-        self._since_end: list[FloatAudio] = []
-        self._silent_run = 0
+        self._audio = TurnAudio(frame_s=self._frame_s, pre_roll_ms=config.turn.pre_roll_ms,
+                                min_speech_ms=config.turn.min_speech_ms,
+                                end_threshold=config.turn.end_threshold)
         self._turn = -1
         self._reply: Reply | None = None
         self._partial_task: asyncio.Task[None] | None = None
@@ -190,16 +178,7 @@ class Pipeline:
         while True:
             frame, end_s = await self._frames.get()
             prob = await vad_worker.run(self._vad.probability, frame)
-            if self._detector.in_turn:
-                # Long pauses inside a turn are cut short for the ASR: Whisper reads
-                # across a short gap better than across a long one.
-                quiet = prob < self._cfg.turn.end_threshold
-                self._silent_run = self._silent_run + 1 if quiet else 0
-                if self._silent_run <= KEEP_SILENT_FRAMES:
-                    self._turn_audio.append(frame)
-            else:
-                self._since_end.append(frame)
-            self._pre_roll.append(frame)
+            self._audio.add(frame, prob, in_turn=self._detector.in_turn)
             decision = self._detector.update(prob, end_s, frame_level(frame))
             if decision is not None:
                 self._decide(decision)
@@ -215,8 +194,7 @@ class Pipeline:
                 self._barge_in()
             self._turn += 1
             n = self._turn
-            self._turn_audio = list(self._pre_roll)
-            self._silent_run = 0
+            self._audio.start()
             self._partials.new_turn()
             self._emit(lambda t, s: SpeechStarted(t, round(turn.speech_start_s, 3), n))
             self._start_partials(n)
@@ -286,9 +264,7 @@ class Pipeline:
         assert reply is not None
         reply.release()
         self._announce_intent(reply)
-        self._last_turn_audio = self._turn_audio
-        self._since_end = []
-        self._turn_audio = []
+        self._audio.end()
 
     def _announce_intent(self, reply: Reply) -> None:
         """``IntentRecognized`` once for a confirmed turn whose words are a known command."""
@@ -306,7 +282,7 @@ class Pipeline:
         reply = self._reply
         if reply is None or not reply.released or reply.turn != self._turn:
             return False
-        gap_ms = len(self._since_end) * self._frame_s * 1000
+        gap_ms = self._audio.gap_ms
         pb = self._core.playback
         heard_ms = (pb.played / self._core.sample_rate_hz * 1000
                     if reply.started_playing and pb.playing_turn == reply.turn else 0.0)
@@ -318,10 +294,7 @@ class Pipeline:
         self._release_gate()
         self._drop_reply("user continued")
         n = self._turn
-        # The silence in between is cut short, as inside a turn (see _vad_loop).
-        self._turn_audio = self._last_turn_audio + self._since_end[-KEEP_SILENT_FRAMES:]
-        self._since_end = []
-        self._silent_run = 0
+        self._audio.resume()
         self._turn_end_s.pop(n, None)
         self._emit(lambda t, s: SpeechResumed(t, s, n))
         self._start_partials(n)
@@ -329,7 +302,7 @@ class Pipeline:
     def _start_reply(self) -> None:
         self._partials.interrupt()
         self._drop_reply("superseded")
-        audio = np.concatenate(self._turn_audio) if self._turn_audio else np.zeros(0, np.float32)
+        audio = self._audio.samples()
         tail = self._cfg.asr_tail
         reply = Reply(
             turn=self._turn, audio=audio, committed=self._partials.committed if tail else "",
@@ -394,7 +367,7 @@ class Pipeline:
             return in_turn() and self._reply is None and self._detector.turn.silence_s == 0
 
         self._partial_task = asyncio.get_running_loop().create_task(self._partials.run(
-            turn, audio=lambda: self._turn_audio, in_turn=in_turn, speaking=speaking))
+            turn, audio=lambda: self._audio.frames, in_turn=in_turn, speaking=speaking))
         self._partial_task.add_done_callback(self._task_finished)
 
     # -- lifecycle -------------------------------------------------------------------
