@@ -79,6 +79,69 @@ def test_simulate_output_is_a_directory(good_wav: Path, tmp_path: Path) -> None:
     assert_one_line_error(p, "output is a directory")
 
 
+def test_simulate_refuses_to_overwrite_its_input(good_wav: Path, tmp_path: Path) -> None:
+    before = good_wav.read_bytes()
+    p = voicebox("simulate", "--in", str(good_wav), "--out", str(good_wav))
+    assert_one_line_error(p, "output would overwrite the input")
+    p = voicebox("simulate", "--in", str(good_wav), "--out", str(tmp_path / "o.wav"),
+                 "--events", str(good_wav))
+    assert_one_line_error(p, "event log would overwrite the input")
+    assert good_wav.read_bytes() == before
+
+
+def test_simulate_input_that_is_a_pipe(tmp_path: Path) -> None:
+    import os
+
+    fifo = tmp_path / "in.wav"
+    os.mkfifo(fifo)  # nobody writes: reading it would wait for ever
+    p = voicebox("simulate", "--in", str(fifo), "--out", str(tmp_path / "o.wav"), timeout=60)
+    assert_one_line_error(p, "not a regular file")
+
+
+@pytest.mark.slow
+def test_an_event_log_that_cannot_be_written_keeps_the_reply(good_wav: Path,
+                                                             tmp_path: Path) -> None:
+    out = tmp_path / "o.wav"
+    p = voicebox("simulate", "--in", str(good_wav), "--out", str(out), "--events", "/dev/full",
+                 timeout=300)
+    assert_one_line_error(p, "cannot write event log /dev/full", "No space left")
+    assert "answered:" in p.stdout
+    with wave.open(str(out)) as w:
+        assert np.abs(np.frombuffer(w.readframes(w.getnframes()), "<i2")).max() > 1000
+
+
+@pytest.mark.slow
+def test_simulate_stopped_midway_writes_what_was_played(tmp_path: Path) -> None:
+    """SIGTERM (a service manager's stop) or Ctrl-C: one line, and OUT.wav holds the audio
+    played until then."""
+    import signal
+    import time
+
+    from voicebox.audio.wav import read_wav, write_wav
+
+    speech, rate = read_wav(SAMPLE)
+    long = np.concatenate([speech, np.zeros(30 * rate, np.float32)])
+    inp, out = tmp_path / "in.wav", tmp_path / "o.wav"
+    write_wav(inp, long, rate)
+    proc = subprocess.Popen([sys.executable, "-m", "voicebox", "simulate", "--in", str(inp),
+                             "--out", str(out)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+    assert proc.stdout is not None
+    deadline = time.monotonic() + 240
+    for line in proc.stdout:  # the reply is playing
+        if "answered:" in line or time.monotonic() > deadline:
+            break
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert err.strip() == "voicebox: interrupted"
+    with wave.open(str(out)) as w:
+        played = np.frombuffer(w.readframes(w.getnframes()), "<i2")
+        assert w.getframerate() == rate
+    assert len(played) < len(long)  # stopped early...
+    assert np.abs(played).max() > 1000  # ...with the reply in it
+
+
 def _corrupt(tmp_path: Path, name: str, content: bytes) -> Path:
     path = tmp_path / name
     path.write_bytes(content)

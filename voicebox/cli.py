@@ -8,6 +8,7 @@ import contextlib
 import dataclasses
 import logging
 import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -17,6 +18,7 @@ from voicebox.config import LISTEN_NICE, Config, load_config
 from voicebox.errors import VoiceboxError
 from voicebox.events import (
     Event,
+    EventLog,
     IntentRecognized,
     PlaybackStarted,
     ReplyDone,
@@ -103,23 +105,21 @@ def _printer(quiet: bool, buffers_ms: Callable[[], float | None] = lambda: None
 
 def cmd_simulate(args: argparse.Namespace) -> int:
     from voicebox.audio.wav import read_wav
-    from voicebox.events import EventLog
     from voicebox.runtime.build import close_engines, load_engines
     from voicebox.runtime.session import simulate_file
 
     config = _config(args)
     read_wav(args.inp)  # fail fast on a bad file, before loading models
-    if args.out.parent and not args.out.parent.exists():
-        raise VoiceboxError(f"output folder does not exist: {args.out.parent}")
-    if args.out.is_dir():
-        raise VoiceboxError(f"output is a directory, not a WAV file: {args.out}")
+    _check_outputs(args.inp, args.out, args.events)
+    # A service manager's stop is a Ctrl-C: the audio played so far is still written.
+    signal.signal(signal.SIGTERM, _interrupt)
     vad, engines = load_engines(config)
     log = EventLog(args.events, [_printer(args.quiet)])
     try:
         result = simulate_file(args.inp, args.out, config=config, vad=vad, engines=engines, log=log)
     finally:
-        log.close()
         close_engines(engines)
+        _close_log(log)
     lat = [e.latency_ms for e in result.events if isinstance(e, PlaybackStarted)]
     if not args.quiet:
         summary = ", ".join(f"{x:.0f}" for x in lat) or "none"
@@ -127,9 +127,40 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_outputs(inp: Path, out: Path, events: Path | None) -> None:
+    """Before minutes of work: the outputs can be written, and none overwrites the input."""
+    for path, what in ((out, "output"), (events, "event log")):
+        if path is None:
+            continue
+        folder = path.parent if str(path.parent) else Path(".")
+        if not folder.is_dir():
+            raise VoiceboxError(f"{what} folder does not exist: {folder}")
+        if path.is_dir():
+            raise VoiceboxError(f"{what} is a directory, not a file: {path}")
+        if not os.access(path if path.exists() else folder, os.W_OK):
+            raise VoiceboxError(f"cannot write the {what}: {path}: permission denied")
+        if path.exists() and inp.exists() and path.samefile(inp):
+            raise VoiceboxError(f"the {what} would overwrite the input: {path}")
+    if events is not None and events.exists() and out.exists() and events.samefile(out):
+        raise VoiceboxError(f"the event log and the output are the same file: {out}")
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _close_log(log: EventLog) -> None:
+    """Close the event log; its own error is reported unless another is on its way."""
+    pending = sys.exc_info()[1]  # called from a ``finally``: the error on its way, if any
+    try:
+        log.close()
+    except VoiceboxError:
+        if pending is None:
+            raise
+
+
 def cmd_listen(args: argparse.Namespace) -> int:
     from voicebox.audio.devices import SoundDevice
-    from voicebox.events import EventLog
     from voicebox.runtime.build import close_engines, load_engines, warm_up
     from voicebox.runtime.session import listen
 
@@ -160,8 +191,8 @@ def cmd_listen(args: argparse.Namespace) -> int:
         warm_up(vad, engines, config.llm.system_prompt)  # before the audio starts
         asyncio.run(listen(device, config=config, vad=vad, engines=engines, log=log))
     finally:
-        log.close()
         close_engines(engines)
+        _close_log(log)
     print("stopped", flush=True)
     return 0
 
@@ -273,18 +304,19 @@ def _limit_malloc_arenas() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     _limit_malloc_arenas()
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
     try:
+        args = build_parser().parse_args(argv)
+        logging.basicConfig(
+            level=logging.DEBUG if args.verbose else logging.WARNING,
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        )
         result: int = args.func(args)
         return result
     except VoiceboxError as exc:
         print(f"voicebox: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        print("voicebox: interrupted", file=sys.stderr)
         return 130
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 from collections.abc import Callable
@@ -200,6 +201,8 @@ class EventLog:
     ) -> None:
         self.events: list[Event] = []
         self.listeners = list(listeners or [])
+        self._path = path
+        self._write_error: str | None = None
         try:
             self._file: IO[str] | None = path.open("w", encoding="utf-8") if path else None
         except OSError as exc:
@@ -210,11 +213,23 @@ class EventLog:
         for listener in self.listeners:
             listener(event)
         if self._file is not None:
-            self._file.write(json.dumps(to_dict(event)) + "\n")
-            self._file.flush()
+            try:
+                self._file.write(json.dumps(to_dict(event)) + "\n")
+                self._file.flush()
+            except OSError as exc:  # a full disk: the conversation goes on, the log stops
+                self._write_error = exc.strerror or str(exc)
+                self._drop_file()
+
+    def _drop_file(self) -> None:
+        file, self._file = self._file, None
+        if file is not None:
+            with contextlib.suppress(OSError):
+                file.close()
 
     def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        """Close the file; VoiceboxError if writing it failed on the way."""
+        self._drop_file()
+        if self._write_error is not None:
+            error, self._write_error = self._write_error, None
+            raise VoiceboxError(f"cannot write event log {self._path}: {error}")
 

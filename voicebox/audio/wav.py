@@ -26,6 +26,8 @@ def read_wav(path: Path) -> tuple[FloatAudio, int]:
     Accepts 8/16/24/32-bit PCM and 32/64-bit float, any channel count (mixed down)
     and any rate. Raises BadAudioError for anything that is not a complete WAV.
     """
+    if path.exists() and not path.is_file() and not path.is_dir():
+        raise BadAudioError(f"{path}: not a regular file (a device or a pipe?)")
     try:
         data = path.read_bytes()
     except FileNotFoundError:
@@ -106,10 +108,13 @@ def _decode(path: Path, raw: bytes, fmt: tuple[int, int, int, int]) -> tuple[Flo
 
 
 def write_wav(path: Path, audio: FloatAudio, sample_rate_hz: int) -> None:
-    """Write mono float audio as 16-bit PCM."""
+    """Write mono float audio as 16-bit PCM (BadAudioError if it cannot be written)."""
     pcm = (np.clip(audio, -1.0, 1.0) * 32767.0).astype("<i2")
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(sample_rate_hz)
-        w.writeframes(pcm.tobytes())
+    try:
+        with path.open("wb") as f, wave.open(f, "wb") as w:
+            w.setnchannels(1)
+            w.setsampwidth(2)
+            w.setframerate(sample_rate_hz)
+            w.writeframes(pcm.tobytes())
+    except OSError as exc:
+        raise BadAudioError(f"{path}: cannot write: {exc.strerror or exc}") from None

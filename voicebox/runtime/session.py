@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,8 +36,12 @@ async def simulate(
     engines: Engines,
     log: EventLog,
     speed: float = 1.0,
+    keep: Callable[[FloatAudio], None] | None = None,
 ) -> SimulationResult:
-    """Hear ``audio`` through the virtual device in real time; return what was played."""
+    """Hear ``audio`` through the virtual device in real time; return what was played.
+
+    ``keep`` gets the recording however the run ends (an error, Ctrl-C), so what was
+    played until then is not lost."""
     vad.reset()
     device = VirtualDuplexDevice(
         audio, sample_rate_hz, block_ms=config.audio.block_ms, speed=speed
@@ -45,18 +50,22 @@ async def simulate(
         config=config, device=device, vad=vad, engines=engines, log=log,
         stop_when_idle=device.input_done.is_set,
     )
-    await pipeline.run()
+    try:
+        await pipeline.run()
+    finally:
+        if keep is not None:
+            keep(device.recording())
     return SimulationResult(log.events, device.recording(), sample_rate_hz)
 
 
 def simulate_file(
     inp: Path, out: Path, *, config: Config, vad: VadEngine, engines: Engines, log: EventLog
 ) -> SimulationResult:
+    """Simulate ``inp``; ``out`` is written however the run ends."""
     audio, rate = read_wav(inp)
     warm_up(vad, engines, config.llm.system_prompt)
-    result = asyncio.run(simulate(audio, rate, config=config, vad=vad, engines=engines, log=log))
-    write_wav(out, result.output, result.sample_rate_hz)
-    return result
+    return asyncio.run(simulate(audio, rate, config=config, vad=vad, engines=engines, log=log,
+                                keep=lambda played: write_wav(out, played, rate)))
 
 
 async def listen(
