@@ -142,7 +142,7 @@ def test_digits_match_a_list_of_number_words() -> None:
 
 
 def test_a_missing_intents_file_is_a_config_error(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="No such file"):
+    with pytest.raises(ConfigError, match="absent.yaml: not found"):
         IntentMatcher.from_file(tmp_path / "absent.yaml")
 
 

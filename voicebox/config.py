@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 import types
 import typing
@@ -10,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from voicebox.errors import VoiceboxError
+from voicebox.errors import VoiceboxError, read_text_file
 
 DEFAULT_SYSTEM_PROMPT = (
     "You are a helpful voice assistant. Reply in one or two short spoken sentences, "
@@ -26,6 +27,9 @@ def _check(cond: bool, name: str, why: str) -> None:
     if not cond:
         raise ConfigError(f"config: {name} {why}")
 
+
+MAX_SILENCE_MS = 10_000
+"""No turn waits longer than this for silence (a longer pause is the user gone)."""
 
 @dataclass(frozen=True, slots=True)
 class TurnConfig:
@@ -92,10 +96,15 @@ class TurnConfig:
         _check(0 < self.end_threshold <= self.start_threshold < 1, "end_threshold/start_threshold",
                "must satisfy 0 < end_threshold <= start_threshold < 1")
         _check(self.min_speech_ms > 0, "min_speech_ms", "must be > 0")
+        _check(0 < self.end_of_turn_ms <= MAX_SILENCE_MS, "end_of_turn_ms",
+               f"must be within 1..{MAX_SILENCE_MS}")
         _check(0 < self.speculate_after_ms <= self.end_of_turn_ms, "speculate_after_ms",
                "must be > 0 and <= end_of_turn_ms")
         _check(0 <= self.pre_roll_ms <= 2000, "pre_roll_ms", "must be within 0..2000")
         _check(0 < self.llm_eot_full <= 1, "llm_eot_full", "must be within (0, 1]")
+        _check(all(len(point) == 2 and all(isinstance(v, int | float) and math.isfinite(v)
+                                           for v in point) for point in self.silence_curve),
+               "silence_curve", "must list [score, ms] pairs of finite numbers")
         curve = tuple((float(score), int(ms)) for score, ms in self.silence_curve)
         object.__setattr__(self, "silence_curve", curve)
         scores, waits = [c[0] for c in curve], [c[1] for c in curve]
@@ -249,9 +258,10 @@ def load_config(path: Path | None, **overrides: Any) -> Config:
     """
     raw: dict[str, Any] = {}
     if path is not None:
+        text = read_text_file(path, "config file", ConfigError)
         try:
-            raw = tomllib.loads(path.read_text(encoding="utf-8"))
-        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raw = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {path}: {exc}") from None
     for key, value in overrides.items():
         if value is None:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from voicebox.card.errors import ProfileError
+from voicebox.errors import read_text_file
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -253,11 +254,9 @@ def _has_field(obj: object, dotted: str) -> bool:
 
 def load_profile(path: Path) -> FirmwareProfile:
     """Read and validate one profile; ProfileError names the file and the field."""
+    text = read_text_file(path, "firmware profile", ProfileError)
     try:
-        with path.open("rb") as f:
-            data = tomllib.load(f)
-    except FileNotFoundError as exc:
-        raise ProfileError(f"firmware profile not found: {path}") from exc
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ProfileError(f"{path}: not valid TOML: {exc}") from exc
     profile = _build(FirmwareProfile, data, str(path), "")

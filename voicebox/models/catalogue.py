@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from voicebox.errors import ModelError
+from voicebox.errors import ModelError, read_text_file
 from voicebox.models.download import file_sha256
 from voicebox.models.locate import package_dir
 
@@ -240,10 +240,7 @@ def load_catalogue(path: Path | None = None) -> Catalogue:
         where, text = "voicebox/models/catalogue.toml", resource.read_text(encoding="utf-8")
     else:
         where = str(path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ModelError(f"cannot read model catalogue {path}: {exc.strerror}") from exc
+        text = read_text_file(path, "model catalogue", ModelError)
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

@@ -42,6 +42,7 @@ from hassil.expression import Expression, Group, ListReference, RuleReference
 from unicode_rbnf import RbnfEngine
 
 from voicebox.config import Config, ConfigError
+from voicebox.errors import read_text_file
 from voicebox.runtime.intent_prefix import could_go_on
 
 SlotValue = str | int | float
@@ -75,12 +76,13 @@ class IntentMatcher:
     @classmethod
     def from_file(cls, path: Path) -> IntentMatcher:
         """ConfigError (one line) unless ``path`` is a readable hassil intents file."""
+        text = read_text_file(path, "intents file", ConfigError)
         try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise ConfigError(f"intents file {path}: {exc.strerror or exc}") from None
+            data = yaml.safe_load(text)
         except yaml.YAMLError as exc:
             raise ConfigError(f"intents file {path}: not YAML: {_one_line(exc)}") from None
+        except RecursionError:
+            raise ConfigError(f"intents file {path}: nested too deeply") from None
         if not isinstance(data, dict) or not isinstance(data.get("intents"), dict):
             raise ConfigError(f"intents file {path}: needs an 'intents:' mapping (hassil format)")
         responses = data.pop("responses", None) or {}
