@@ -118,6 +118,13 @@ def test_a_beginning_or_other_words_match_nothing(matcher: IntentMatcher, text: 
     ("- just\n- a list\n", "needs an 'intents:' mapping"),
     ("language: en\nintents:\n  A:\n    data: 5\n", "intents file"),
     ('intents:\n  A:\n    data:\n      - sentences: ["go"]\n', "missing key 'language'"),
+    # Shapes hassil takes without a word and then never matches:
+    ('language: en\nskip_words: 5\nintents:\n  A:\n    data:\n      - sentences: [go]\n',
+     "skip_words: must be a list"),
+    ("language: en\nintents:\n  A:\n    data:\n      - sentences: stop\n",
+     "intent A, data 1: sentences: must be a list"),
+    ("language: en\nintents:\n  A:\n    data:\n      - sentences: [go]\n"
+     "        requires_context: 5\n", "requires_context: must be a mapping"),
 ])
 def test_a_bad_intents_file_is_a_one_line_config_error(
     tmp_path: Path, content: str, fragment: str
@@ -227,6 +234,8 @@ def test_responses_fill_in_the_slots(matcher: IntentMatcher) -> None:
     ("responses:\n  A: ''\n", "A: must be a non-empty string"),
     ("responses:\n  A: 'on {'\n", "A: "),
     ("responses: [1]\n", "must map intent names"),
+    ("responses:\n  A: 'for {x.y}'\n", "{x.y}: only plain {slot} names"),
+    ("responses:\n  A: 'in {minutes:s}'\n", "{minutes:s}: only plain {slot} names"),
 ])
 def test_bad_responses_are_a_config_error(tmp_path: Path, responses: str, fragment: str) -> None:
     path = tmp_path / "intents.yaml"

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import logging
 import re
+import string
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -86,6 +87,9 @@ class IntentMatcher:
         if not isinstance(data, dict) or not isinstance(data.get("intents"), dict):
             raise ConfigError(f"intents file {path}: needs an 'intents:' mapping (hassil format)")
         responses = data.pop("responses", None) or {}
+        shape = _shape_problem(data)
+        if shape:
+            raise ConfigError(f"intents file {path}: {shape}")
         try:
             intents = Intents.from_dict(data)
             missing = _missing_references(intents)
@@ -145,6 +149,34 @@ class _Slots(dict[str, SlotValue]):
         return ""
 
 
+def _shape_problem(data: dict[str, object]) -> str | None:
+    """What hassil would take without complaint and then never match: a word list that is
+    a number, sentences that are one string, a context that is not a mapping."""
+    skip = data.get("skip_words", [])
+    if not _strings(skip):
+        return "skip_words: must be a list of words"
+    intents = data["intents"]
+    assert isinstance(intents, dict)
+    for name, intent in intents.items():
+        if not isinstance(intent, dict) or not isinstance(intent.get("data"), list):
+            return f"intent {name}: needs a 'data:' list"
+        for i, block in enumerate(intent["data"]):
+            where = f"intent {name}, data {i + 1}"
+            if not isinstance(block, dict):
+                return f"{where}: must be a mapping"
+            if not _strings(block.get("sentences")) or not block["sentences"]:
+                return f"{where}: sentences: must be a list of sentence templates"
+            for key in ("requires_context", "excludes_context", "slots", "lists",
+                        "expansion_rules"):
+                if key in block and not isinstance(block[key], dict):
+                    return f"{where}: {key}: must be a mapping"
+    return None
+
+
+def _strings(value: object) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+
 def _bad_responses(responses: object, intents: Intents) -> str | None:
     """Why ``responses`` (intent name -> what to say, ``{slot}`` filled in) is unusable."""
     if not isinstance(responses, dict):
@@ -155,9 +187,14 @@ def _bad_responses(responses: object, intents: Intents) -> str | None:
         if not isinstance(text, str) or not text.strip():
             return f"{name}: must be a non-empty string"
         try:
-            text.format_map(_Slots())
-        except (ValueError, IndexError) as exc:
+            fields = [(f, spec, conv) for _, f, spec, conv in string.Formatter().parse(text)
+                      if f is not None]
+        except ValueError as exc:  # an unmatched brace
             return f"{name}: {_one_line(exc)}"
+        for slot, spec, conversion in fields:
+            if not slot.isidentifier() or spec or conversion:
+                return (f"{name}: {{{slot}{'!' + conversion if conversion else ''}"
+                        f"{':' + spec if spec else ''}}}: only plain {{slot}} names are filled in")
     return None
 
 
