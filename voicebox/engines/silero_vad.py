@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from voicebox.engines.onnx_inputs import require_inputs
 from voicebox.engines.protocols import FloatAudio
 from voicebox.errors import ModelError
 from voicebox.models.locate import install_hint
@@ -35,6 +36,8 @@ class SileroVadEngine:
             )
         except Exception as exc:  # onnxruntime raises its own exception types
             raise ModelError(f"cannot load VAD model {model_path}: {exc}") from exc
+        require_inputs(self._session, {"input", "h", "c"}, "silero VAD model (v5 or v6)",
+                       model_path)
         self.reset()
 
     def reset(self) -> None:

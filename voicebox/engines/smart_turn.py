@@ -15,6 +15,7 @@ from typing import cast
 
 import numpy as np
 
+from voicebox.engines.onnx_inputs import require_inputs
 from voicebox.engines.protocols import ASR_SAMPLE_RATE_HZ, FloatAudio
 from voicebox.errors import ModelError
 from voicebox.models.locate import install_hint
@@ -29,9 +30,12 @@ class SmartTurnEngine:
         import onnxruntime
 
         features = model_path.parent.parent / "_whisper_features.py"
-        for path in (model_path, features):
-            if not path.is_file():
-                raise ModelError(f"turn model file not found: {path}; {install_hint('turn')}")
+        if not model_path.is_file():
+            raise ModelError(f"turn model file not found: {model_path}; {install_hint('turn')}")
+        if not features.is_file():  # pipecat's feature code, two folders up from its model
+            raise ModelError(f"turn model {model_path}: Smart Turn's feature code "
+                             f"({features.name}) is not beside it; use the model in its "
+                             f"pipecat-ai folder ({install_hint('turn')})")
         spec = importlib.util.spec_from_file_location("_voicebox_smart_turn_features", features)
         if spec is None or spec.loader is None:
             raise ModelError(f"cannot load {features}; {install_hint('turn')}")
@@ -49,6 +53,7 @@ class SmartTurnEngine:
             )
         except Exception as exc:  # onnxruntime raises its own exception types
             raise ModelError(f"cannot load turn model {model_path}: {exc}") from exc
+        require_inputs(self._session, {"input_features"}, "Smart Turn model", model_path)
 
     def probability(self, audio: FloatAudio) -> float:
         """``audio``: the turn so far at 16 kHz, ending where the silence began."""
