@@ -258,3 +258,43 @@ def test_redirect_to_another_host_drops_the_token() -> None:
     same = handler.redirect_request(request, fp, 302, "Found", headers, "https://huggingface.co/m")
     assert other is not None and not other.has_header("Authorization")
     assert same is not None and same.has_header("Authorization")
+
+
+@pytest.mark.parametrize("url", ["notaurl", "file:///etc/passwd", "ftp://127.0.0.1/m.bin"])
+def test_only_http_urls_are_fetched(tmp_path: Path, url: str) -> None:
+    with pytest.raises(ModelError, match="not an http\\(s\\) URL"):
+        fetch(url, tmp_path / "m.bin")
+    assert not (tmp_path / "m.bin").exists()
+
+
+@pytest.mark.parametrize(("timeout_s", "retries"), [(0.0, 0), (float("nan"), 0), (1.0, -3)])
+def test_bad_timeout_or_retries(tmp_path: Path, timeout_s: float, retries: int) -> None:
+    with pytest.raises(ModelError, match="timeout must be > 0 s and the retries >= 0"):
+        fetch("http://127.0.0.1:9/m.bin", tmp_path / "m.bin", timeout_s=timeout_s,
+              retries=retries)
+
+
+def test_a_server_that_answers_garbage_is_one_short_line(tmp_path: Path) -> None:
+    import socket
+    import threading
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(4096)
+            conn.sendall(b"\x00\x13\xfe garbage \r\n\x07" * 200 + b"\r\n\r\n")
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        with pytest.raises(ModelError) as info:
+            fetch(f"http://127.0.0.1:{port}/m.bin", tmp_path / "m.bin")
+    finally:
+        thread.join(timeout=5)
+        listener.close()
+    message = str(info.value)
+    assert "\n" not in message and "\x00" not in message and len(message) < 400, message
+    assert message.isprintable()

@@ -39,6 +39,14 @@ _UNSATISFIED_RANGE = re.compile(r"bytes\s+\*/(\d+)")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
+def _printable(text: str, limit: int = 120) -> str:
+    """``text`` from a server (a status line, a reason) fit for a one-line message: control
+    and non-ASCII bytes escaped, whitespace runs as one space, at most ``limit`` chars."""
+    flat = " ".join(text.encode("ascii", "backslashreplace").decode("ascii").split())
+    flat = "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in flat)
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
+
 class _TransientError(Exception):
     """A failure worth another attempt: dropped connection, stall, 5xx."""
 
@@ -118,8 +126,11 @@ def download(
     expected = sha256.lower() if sha256 is not None else None
     if expected is not None and not _SHA256.fullmatch(expected):
         raise ModelError(f"sha256 for {dest.name} must be 64 hex digits, got {sha256!r}")
-    if timeout_s <= 0 or retries < 0:
-        raise ValueError("timeout_s must be positive and retries non-negative")
+    if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
+        raise ModelError(f"cannot download {_printable(url)}: not an http(s) URL")
+    if not timeout_s > 0 or retries < 0:
+        raise ModelError(f"the timeout must be > 0 s and the retries >= 0 "
+                         f"(got {timeout_s} s, {retries})")
     if dest.is_file() and _already_complete(dest, expected, size_bytes):
         _LOGGER.info("%s is already complete", dest)
         return dest
@@ -276,11 +287,12 @@ def _handle_http_error(url: str, exc: urllib.error.HTTPError, state: _Partial) -
         state.rewind()
         raise _TransientError("server refused to resume; starting over")
     if exc.code in _RETRY_STATUS:
-        raise _TransientError(f"HTTP {exc.code} {exc.reason}")
+        raise _TransientError(f"HTTP {exc.code} {_printable(str(exc.reason))}")
     hint = ""
     if exc.code in (401, 403):
         hint = " (gated or private: set HF_TOKEN to a Hugging Face access token)"
-    raise ModelError(f"download of {url} failed: HTTP {exc.code} {exc.reason}{hint}")
+    reason = _printable(str(exc.reason))
+    raise ModelError(f"download of {url} failed: HTTP {exc.code} {reason}{hint}")
 
 
 def _classify(url: str, reason: object) -> Exception:
@@ -295,7 +307,7 @@ def _classify(url: str, reason: object) -> Exception:
         )
     if isinstance(reason, TimeoutError):
         return _TransientError("timed out waiting for the server")
-    return _TransientError(str(reason) or type(reason).__name__)
+    return _TransientError(_printable(str(reason)) or type(reason).__name__)
 
 
 def _stream(
@@ -326,7 +338,8 @@ def _stream(
         except TimeoutError as exc:
             raise _TransientError(f"server stalled past the timeout at byte {state.size}") from exc
         except (OSError, http.client.HTTPException) as exc:
-            raise _TransientError(f"connection lost at byte {state.size}: {exc!r}") from exc
+            raise _TransientError(
+                f"connection lost at byte {state.size}: {_printable(repr(exc))}") from exc
         if not chunk:
             break
         state.append(chunk)
