@@ -32,9 +32,10 @@ class FakeStream:
 
     def __init__(self, *, samplerate: int, blocksize: int, callback: Any, channels: Any,
                  stop_after: int | None = None, hang_on_close: bool = False,
-                 **_: Any) -> None:
+                 stall_after: int | None = None, **_: Any) -> None:
         self.rate, self.block, self.callback = samplerate, blocksize, callback
         self.stop_after = stop_after
+        self.stall_after = stall_after
         self.hang_on_close = hang_on_close
         self.closed = False
         self.out_channels = channels[1]
@@ -57,6 +58,8 @@ class FakeStream:
             self.calls += 1
             if self.calls == self.stop_after:  # as PortAudio's ALSA stream after an xrun
                 self.active = False
+            while self.calls == self.stall_after and self.active:  # its sound server died:
+                time.sleep(0.01)  # still "active", never another callback
             time.sleep(self.block / self.rate)
 
     def start(self) -> None:
@@ -75,7 +78,8 @@ class FakeStream:
 
 def _fake_sd(streams: list[FakeStream], *, rates: tuple[int, ...] = (44100, 48000),
              stop_after: list[int | None] | None = None,
-             hang_on_close: bool = False) -> SimpleNamespace:
+             hang_on_close: bool = False,
+             stall_after: list[int | None] | None = None) -> SimpleNamespace:
     """A PortAudio whose device defaults to 44.1 kHz and takes ``rates``; stream ``i``
     stops by itself after ``stop_after[i]`` callbacks; with ``hang_on_close`` closing a
     stream never returns."""
@@ -89,9 +93,11 @@ def _fake_sd(streams: list[FakeStream], *, rates: tuple[int, ...] = (44100, 4800
             raise RuntimeError("Invalid sample rate [PaErrorCode -9997]")
 
     def make_stream(**kwargs: Any) -> FakeStream:
-        plan = stop_after or []
+        plan, stalls = stop_after or [], stall_after or []
         after = plan[len(streams)] if len(streams) < len(plan) else None
-        streams.append(FakeStream(stop_after=after, hang_on_close=hang_on_close, **kwargs))
+        stall = stalls[len(streams)] if len(streams) < len(stalls) else None
+        streams.append(FakeStream(stop_after=after, hang_on_close=hang_on_close,
+                                  stall_after=stall, **kwargs))
         return streams[-1]
 
     def exit_handler() -> None:  # sounddevice's atexit hook: Pa_Terminate
@@ -178,6 +184,19 @@ def test_a_stream_that_stops_by_itself_is_reopened(monkeypatch: pytest.MonkeyPat
     assert device.buffer_latency_ms == pytest.approx(20)  # the fake's 10 ms each way
     assert streams[1].calls > 20  # the second stream ran on
     assert len(opened) == 1 and opened[0].startswith("48000 Hz, 480-sample blocks")
+
+
+def test_a_stream_that_stalls_is_reopened(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Active, yet no callback any more (a sound server killed under PortAudio): after
+    ``STALLED_S`` the stream is taken as stopped and reopened, so `listen` never waits
+    for good."""
+    streams: list[FakeStream] = []
+    monkeypatch.setattr(devices, "_sounddevice", lambda: _fake_sd(streams, stall_after=[20]))
+    monkeypatch.setattr(devices, "STALLED_S", 0.5)
+    device = devices.SoundDevice()
+    asyncio.run(_run_device(device, 2.0))
+    assert len(streams) == 2 and device.restarts == 1
+    assert streams[0].calls == 20 and streams[1].calls > 20
 
 
 def test_a_stream_that_keeps_stopping_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -26,6 +26,9 @@ MAX_RESTARTS = 3
 as gone."""
 RESTART_WINDOW_S = 10.0
 CLOSE_TIMEOUT_S = 0.5
+STALLED_S = 2.0
+"""A stream that says it is active but has called back for no block in this long has
+lost its device (a sound server killed under it leaves PortAudio waiting for good)."""
 """How long closing a stream may take before the device counts as hung (a close takes
 ~30 ms: the playback buffer drains)."""
 
@@ -170,9 +173,7 @@ class SoundDevice:
                     echo.set_delay_ms(self.buffer_latency_ms)
                 if not stopped_at:
                     self._announce(stream)
-                while not stop.is_set() and stream.active:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(stop.wait(), timeout=0.2)
+                await self._watch(stream, stop)
             finally:
                 await self._close(stream)
             if stop.is_set():
@@ -183,7 +184,20 @@ class SoundDevice:
                 raise DeviceError(f"audio device stopped {len(stopped_at)} times in "
                                   f"{RESTART_WINDOW_S:.0f} s (unplugged?)")
             self.restarts += 1
-            _LOGGER.warning("audio stream stopped by itself (an xrun?); reopening it")
+            _LOGGER.warning("audio stream stopped or stalled (an xrun?); reopening it")
+
+    async def _watch(self, stream: Any, stop: asyncio.Event) -> None:
+        """Until ``stop``, or the stream stops or stalls (no callback for ``STALLED_S``)."""
+        blocks, moved_at = self.core.blocks, time.monotonic()
+        while not stop.is_set() and stream.active:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=0.2)
+            now = time.monotonic()
+            if self.core.blocks != blocks:
+                blocks, moved_at = self.core.blocks, now
+            elif now - moved_at > STALLED_S:
+                _LOGGER.warning("no audio from the device for %.1f s", now - moved_at)
+                return
 
     async def _close(self, stream: Any) -> None:
         """Stop and close ``stream`` on a thread of its own, for at most
