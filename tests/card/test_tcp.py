@@ -138,3 +138,33 @@ def test_the_emulated_engine_can_serve_its_card_over_tcp() -> None:
         assert reply.strip()
     finally:
         engine.close()
+
+
+def test_a_peer_that_sends_garbage_is_named_as_such() -> None:
+    """Not a card at all (or a garbled link): the error says bytes came and none were a
+    frame, not that nothing came."""
+    from voicebox.card.errors import CardTimeoutError
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    done = threading.Event()
+
+    def babble() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            while not done.is_set():
+                try:
+                    conn.sendall(b"\x07not a frame\xff" * 8)
+                except OSError:
+                    return
+                done.wait(0.02)
+
+    thread = threading.Thread(target=babble, daemon=True)
+    thread.start()
+    try:
+        with pytest.raises(CardTimeoutError, match=r"sent \d+ bytes but no valid frame"):
+            CardDriver(f"tcp://127.0.0.1:{port}", timeouts=FAST).identify()
+    finally:
+        done.set()
+        listener.close()
+        thread.join(timeout=5)

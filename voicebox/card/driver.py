@@ -103,6 +103,7 @@ class CardDriver:
 
     def _next_frame(self, wait: _Wait) -> Frame | None:
         """Next good frame before the deadline; None if ``wait.cancel`` got set first."""
+        dropped_before = self._decoder.dropped_bytes
         while True:
             frame = self._decoder.next_frame()
             self.counters.dropped_bytes = self._decoder.dropped_bytes
@@ -115,6 +116,11 @@ class CardDriver:
             if remaining <= 0:
                 self.counters.timeouts += 1
                 waited = time.monotonic() - wait.started
+                garbage = self._decoder.dropped_bytes - dropped_before
+                if garbage:
+                    raise CardTimeoutError(
+                        f"card at {self.device} sent {garbage} bytes but no valid frame in "
+                        f"{waited:.1f} s (not a voicebox card, or a garbled link?)")
                 raise CardTimeoutError(f"card at {self.device} sent nothing for {waited:.1f} s")
             self._decoder.feed(self._transport.read_some(min(remaining, self.timeouts.poll_s)))
 
