@@ -58,3 +58,11 @@ def test_a_silence_curve_point_that_is_not_a_number(tmp_path: Path, value: str) 
     path.write_text(f"[turn]\nsilence_curve = [[0.3, {value}]]\n")
     with pytest.raises(ConfigError, match="silence_curve"):
         load_config(path)
+
+
+def test_card_settings_with_the_llama_engine_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text('[llm]\nengine = "llama"\nprofile = "hc1-llama3.1-8b"\n')
+    with pytest.raises(ConfigError, match="profile/device apply to the card engines only"):
+        load_config(path)
+    assert load_config(None, llm__engine="emulated", llm__profile="hc1-llama3.1-8b")

@@ -152,6 +152,8 @@ class LlmConfig:
     def __post_init__(self) -> None:
         _check(self.engine in ("llama", "emulated", "pcie"), "engine",
                "must be llama, emulated or pcie")
+        _check(self.engine != "llama" or (self.profile is None and self.device is None),
+               "profile/device", "apply to the card engines only (engine emulated or pcie)")
         _check(self.max_reply_tokens > 0, "max_reply_tokens", "must be > 0")
         _check(self.context_tokens >= 256, "context_tokens", "must be >= 256")
         _check(self.threads >= 1, "threads", "must be >= 1")

@@ -61,6 +61,8 @@ def _write_variant(tmp_path: Path, old: str, new: str, name: str = "hc1-llama3.1
             "timing.decode_tokens_per_s",
             "must be float",
         ),
+        ("decode_tokens_per_s = 16000.0", "decode_tokens_per_s = inf",
+         "timing.decode_tokens_per_s", "finite"),
         ("context_tokens = 1024", "context_tokens = 1024.5", "context.context_tokens", "int"),
         ("max_sessions = 16", "max_sessions = 17", "sessions.max_sessions", "exceeds"),
         (
