@@ -332,6 +332,6 @@ def _convert(hint: Any, value: object, file: str, key: str) -> Any:
     )
     if not ok:
         raise ProfileError(f"{file}: {key} must be {hint.__name__} (got {value!r})")
-    if hint is float and not math.isfinite(value):
+    if hint is float and not math.isfinite(float(value)):  # type: ignore[arg-type]
         raise ProfileError(f"{file}: {key} must be a finite number (got {value!r})")
     return float(value) if hint is float else value  # type: ignore[arg-type]
