@@ -61,12 +61,12 @@ class TurnConfig:
     more than ``end_of_turn_ms``.
     Fitted with ``scripts/eot_gaps.py --fit 0.04`` (a 300, 450 and 600 ms pause at every
     word gap of every test clip, plain and noisy): 3.8 % of those pauses answered, 5.4 %
-    when each clip is left out of the fit; 3.0 % since the score stopped depending on the
-    cache's history (``llama_llm.REDECODE_TOKENS``). Median wait after the labelled end
-    of speech at the 20 real ends: 673 ms (the fit had counted the VAD's lag with the
+    when each clip is left out of the fit. Now (the energy hold, the pre-roll as
+    configured; BENCHMARKS.md section 9): 3.7 % answered, median wait after the labelled
+    end of speech at the 20 real ends 496 ms (the fit had counted the VAD's lag with the
     wrong sign; refitted with it right, curves that wait less offline waited more on the
-    bench, BENCHMARKS.md section 5). ``configs/eager-turns.toml``: 8.6 %, 528 ms. The
-    curve fitted on the bench's four pauses alone had answered 41 % of them."""
+    bench, section 5). ``configs/eager-turns.toml``: 6.3 %, 384 ms. The curve fitted on
+    the bench's four pauses alone had answered 41 % of them."""
     continuation_ms: int = 1000
     """Speech this soon after a confirmed turn, before any reply audio was heard, continues
     that turn (the reply is dropped and made again) instead of starting a new one."""
