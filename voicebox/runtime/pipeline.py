@@ -50,6 +50,7 @@ from voicebox.runtime.turns import (
 
 _LOGGER = logging.getLogger(__name__)
 
+
 class DuplexDevice(Protocol):
     """A sound card or the virtual device: runs ``core`` block by block."""
 
