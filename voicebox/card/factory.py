@@ -20,8 +20,10 @@ from voicebox.models.locate import packaged_path
 _LOGGER = logging.getLogger(__name__)
 
 DEFAULT_PROFILE = "hc1-llama3.1-8b"
-EMULATED_TIMEOUTS = DriverTimeouts()
-"""An emulated card prefills and decodes on the host CPU: generous, still bounded."""
+EMULATED_TIMEOUTS = DriverTimeouts(first_token_s=10.0)
+"""An emulated card prefills and decodes on the host CPU: generous, still bounded (its
+first token comes in 50-200 ms here, a full 1k-token prefill in about a second; a card
+that dies before it is reported in seconds, not the better part of a minute)."""
 HARDWARE_TIMEOUTS = DriverTimeouts(command_s=1.0, first_token_s=2.0, token_s=1.0, reset_s=5.0)
 """A real card answers in milliseconds; a second of silence means it hung."""
 
