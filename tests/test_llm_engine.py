@@ -122,3 +122,28 @@ def test_the_same_conversation_gets_the_same_reply(engine: LlamaEngine) -> None:
               for n in range(3)]
     assert len(set(others)) > 1  # sampled: different prompts, different replies
     assert reply(FINISHED) == first
+
+
+def test_weight_repacking_off_loads_without_extra_buffer_types_and_restores() -> None:
+    import llama_cpp.llama as llama_module
+
+    from voicebox.engines.llama_llm import _weight_repacking
+
+    default = llama_module.llama_cpp.llama_model_default_params
+    with _weight_repacking(False):
+        assert llama_module.llama_cpp.llama_model_default_params().use_extra_bufts is False
+    assert llama_module.llama_cpp.llama_model_default_params is default
+    assert default().use_extra_bufts is True
+    with _weight_repacking(True):
+        assert llama_module.llama_cpp.llama_model_default_params is default
+
+
+def test_the_model_decodes_on_this_cpu_with_both_contexts_at_once(engine: LlamaEngine) -> None:
+    """On an AMX CPU the default load died at its first decode (general protection
+    fault); the engine loads without the AMX buffer type there. Here the score and the
+    reply's warm-up decode at the same time, as in a turn."""
+    tokens = engine._user_prefix(scoring_messages(UNFINISHED))
+    probs = engine.next_token_probabilities(
+        tokens, warm_reply=engine.tokenize(engine.render(FINISHED)[0]))
+    engine._settle()
+    assert abs(float(probs.sum()) - 1.0) < 1e-6

@@ -81,7 +81,7 @@ class LlamaEngine:
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
         try:
-            with _quiet_stderr():
+            with _quiet_stderr(), _weight_repacking(not cpu_has_amx()):
                 self._llm = Llama(
                     model_path=str(model_path),
                     n_ctx=context_tokens,
@@ -314,6 +314,54 @@ def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
             break
         n += 1
     return n
+
+
+def cpu_has_amx() -> bool:
+    """Whether llama.cpp's CPU backend sees Intel AMX (its own check, in libggml-cpu)."""
+    import ctypes
+
+    import llama_cpp
+
+    lib = Path(llama_cpp.__file__).parent / "lib" / "libggml-cpu.so"
+    try:
+        return bool(ctypes.CDLL(str(lib)).ggml_cpu_has_amx_int8())
+    except (OSError, AttributeError):  # another build layout: no AMX backend to avoid
+        return False
+
+
+@contextlib.contextmanager
+def _weight_repacking(enabled: bool) -> Iterator[None]:
+    """Load with llama.cpp's extra weight buffer types (AMX, CPU repacking) on or off.
+
+    On a CPU with AMX, llama-cpp-python 0.3.36's AMX buffer type puts the Q4_1 weights in
+    tiles, and the first decode dies of a general protection fault in libggml-cpu (seen
+    on a virtualised Xeon with amx_int8: every eval, one context or two). Without extra
+    buffer types the same CPU runs the plain AVX-512 path. Elsewhere they stay on: the
+    ARM and AVX2 repacking of Q4_0 / Q4_K weights is much faster there. ``Llama`` takes
+    no such argument, so its default model parameters are wrapped while it loads.
+    """
+    if enabled:
+        yield
+        return
+    from llama_cpp import llama as llama_module
+
+    bindings = llama_module.llama_cpp
+    default = bindings.llama_model_default_params
+
+    def without_extra() -> Any:
+        params = default()
+        params.use_extra_bufts = False
+        return params
+
+    with _PATCHING:
+        bindings.llama_model_default_params = without_extra
+        try:
+            yield
+        finally:
+            bindings.llama_model_default_params = default
+
+
+_PATCHING = threading.Lock()
 
 
 def check_gguf(path: Path) -> None:
