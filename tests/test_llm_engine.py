@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import pytest
@@ -125,17 +126,18 @@ def test_the_same_conversation_gets_the_same_reply(engine: LlamaEngine) -> None:
 
 
 def test_weight_repacking_off_loads_without_extra_buffer_types_and_restores() -> None:
-    import llama_cpp.llama as llama_module
+    import importlib
 
     from voicebox.engines.llama_llm import _weight_repacking
 
-    default = llama_module.llama_cpp.llama_model_default_params
+    bindings: Any = importlib.import_module("llama_cpp.llama_cpp")
+    default = bindings.llama_model_default_params
     with _weight_repacking(False):
-        assert llama_module.llama_cpp.llama_model_default_params().use_extra_bufts is False
-    assert llama_module.llama_cpp.llama_model_default_params is default
+        assert bindings.llama_model_default_params().use_extra_bufts is False
+    assert bindings.llama_model_default_params is default
     assert default().use_extra_bufts is True
     with _weight_repacking(True):
-        assert llama_module.llama_cpp.llama_model_default_params is default
+        assert bindings.llama_model_default_params is default
 
 
 def test_the_model_decodes_on_this_cpu_with_both_contexts_at_once(engine: LlamaEngine) -> None:

@@ -343,9 +343,10 @@ def _weight_repacking(enabled: bool) -> Iterator[None]:
     if enabled:
         yield
         return
-    from llama_cpp import llama as llama_module
+    import importlib
 
-    bindings = llama_module.llama_cpp
+    # The module ``Llama`` takes its defaults from (``llama_cpp.llama`` imports it whole).
+    bindings: Any = importlib.import_module("llama_cpp.llama_cpp")
     default = bindings.llama_model_default_params
 
     def without_extra() -> Any:
