@@ -81,7 +81,10 @@ class LlamaEngine:
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
         try:
-            with _quiet_stderr(), _weight_repacking(not cpu_has_amx()):
+            amx = cpu_has_amx()
+            if amx:
+                _LOGGER.info("llama.cpp: AMX CPU, loading without its AMX buffer type")
+            with _quiet_stderr(), _weight_repacking(not amx):
                 self._llm = Llama(
                     model_path=str(model_path),
                     n_ctx=context_tokens,
@@ -335,10 +338,12 @@ def _weight_repacking(enabled: bool) -> Iterator[None]:
 
     On a CPU with AMX, llama-cpp-python 0.3.36's AMX buffer type puts the Q4_1 weights in
     tiles, and the first decode dies of a general protection fault in libggml-cpu (seen
-    on a virtualised Xeon with amx_int8: every eval, one context or two). Without extra
-    buffer types the same CPU runs the plain AVX-512 path. Elsewhere they stay on: the
-    ARM and AVX2 repacking of Q4_0 / Q4_K weights is much faster there. ``Llama`` takes
-    no such argument, so its default model parameters are wrapped while it loads.
+    on a virtualised Xeon with amx_int8: every eval, one context or two; upstream
+    ggml-org/llama.cpp#20824, closed unfixed, and others hit it on Sapphire Rapids
+    runners). Without extra buffer types the same CPU runs the plain AVX-512 path.
+    Elsewhere they stay on: the ARM and AVX2 repacking of Q4_0 / Q4_K weights is much
+    faster there. ``Llama`` takes no such argument, so its default model parameters are
+    wrapped while it loads.
     """
     if enabled:
         yield
