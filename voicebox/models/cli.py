@@ -24,6 +24,7 @@ from voicebox.models.catalogue import (
     verify_model,
 )
 from voicebox.models.download import download, recorded_sha256
+from voicebox.models.smoke import child_command, run_engines
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -51,6 +52,9 @@ def add_subcommands(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
     check.add_argument("names", nargs="*", metavar="NAME", help="default: the packaged defaults")
     check.add_argument("--models-dir", type=Path, default=None, help="default: ./models")
     check.add_argument("--hashes", action="store_true", help="also verify SHA-256 (slow)")
+    check.add_argument("--run", action="store_true",
+                       help="also load every default engine and run it once, in a child "
+                            "process (a native crash is reported, not fatal)")
     check.set_defaults(func=run_check)
 
     fetch = actions.add_parser("fetch", help="download a hub model or assemble a split one")
@@ -117,6 +121,9 @@ def run_check(args: argparse.Namespace) -> int:
         print(f"ok  {entry.kind}  {entry.name:<22}  {path}")
     if problems:
         raise ModelError(" | ".join(problems))
+    if getattr(args, "run", False):
+        seconds = run_engines(child_command())
+        print(f"ok  every engine loaded and ran once ({seconds:.1f} s)")
     return 0
 
 
