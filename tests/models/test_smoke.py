@@ -81,3 +81,17 @@ def test_models_check_run_on_the_command_line() -> None:
                           capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
     assert proc.returncode == 0, proc.stderr
     assert "ok  every engine loaded and ran once" in proc.stdout
+
+
+def test_models_check_run_takes_the_config(tmp_path: Path) -> None:
+    import subprocess
+
+    config = tmp_path / "bad.toml"
+    config.write_text("[llm]\nthreads = 0\n")
+    proc = subprocess.run([sys.executable, "-m", "voicebox", "models", "check", "--run",
+                           "--config", str(config)], capture_output=True, text=True,
+                          timeout=300, stdin=subprocess.DEVNULL)
+    if "not installed" in proc.stderr or "not found" in proc.stderr:
+        skip_or_fail("the default models")
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "voicebox: engines check: config: threads must be >= 1"

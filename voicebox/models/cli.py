@@ -55,6 +55,8 @@ def add_subcommands(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
     check.add_argument("--run", action="store_true",
                        help="also load every default engine and run it once, in a child "
                             "process (a native crash is reported, not fatal)")
+    check.add_argument("--config", type=Path, default=None,
+                       help="with --run: the engines this config names (default: the defaults)")
     check.set_defaults(func=run_check)
 
     fetch = actions.add_parser("fetch", help="download a hub model or assemble a split one")
@@ -122,7 +124,7 @@ def run_check(args: argparse.Namespace) -> int:
     if problems:
         raise ModelError(" | ".join(problems))
     if getattr(args, "run", False):
-        seconds = run_engines(child_command())
+        seconds = run_engines(child_command(getattr(args, "config", None)))
         print(f"ok  every engine loaded and ran once ({seconds:.1f} s)")
     return 0
 
