@@ -22,7 +22,7 @@ from pathlib import Path
 from voicebox.errors import ModelError, VoiceboxError
 
 TIMEOUT_S = 300.0
-"""Loading and one warm-up take ~10 s here; a board with a slow SD card, a minute."""
+"""Loading and one warm-up take ~3 s here; a board with a slow SD card, up to a minute."""
 
 _FRAME = re.compile(r'File "(?P<file>[^"]*voicebox[/\\][^"]+)", line (?P<line>\d+) in (?P<fn>\S+)')
 
