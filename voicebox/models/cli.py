@@ -123,8 +123,8 @@ def run_check(args: argparse.Namespace) -> int:
         print(f"ok  {entry.kind}  {entry.name:<22}  {path}")
     if problems:
         raise ModelError(" | ".join(problems))
-    if getattr(args, "run", False):
-        seconds = run_engines(child_command(getattr(args, "config", None)))
+    if args.run:
+        seconds = run_engines(child_command(args.config))
         print(f"ok  every engine loaded and ran once ({seconds:.1f} s)")
     return 0
 
