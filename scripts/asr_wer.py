@@ -21,7 +21,7 @@ Only the final is timed. Each timed call is repeated ``--repeats`` times and the
 kept, so a busy machine inflates the numbers less; the text is the same every time.
 
 Usage: .venv/bin/python scripts/asr_wer.py [--threads 1] [--repeats 3] [--sets plain,paused,noisy]
-       [--seam-words N] [--json] [--report docs/asr_wer.md]
+       [--seam-words N] [--final-beam N] [--json] [--report docs/asr_wer.md]
 """
 
 from __future__ import annotations
@@ -367,6 +367,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--seam-words", type=int, default=None, help="engine's seam_words (default: its own)"
     )
+    parser.add_argument(
+        "--final-beam", type=int, default=None, help="engine's final beam (default: its own)"
+    )
     parser.add_argument("--no-baseline", action="store_true", help="skip faster-whisper")
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
     parser.add_argument("--report", type=Path, default=None, help="also write Markdown here")
@@ -378,6 +381,8 @@ def main(argv: list[str] | None = None) -> int:
     model_dir: Path = args.model_dir or packaged_path("asr")
     clips = clip_sets(load_clips(args.data_dir), sets)
     extra = {} if args.seam_words is None else {"seam_words": args.seam_words}
+    if args.final_beam is not None:
+        extra["final_beam"] = args.final_beam
     engine = WhisperAsrEngine(model_dir, threads=args.threads, **extra)
     reps = args.repeats
     results: list[SystemResult] = []

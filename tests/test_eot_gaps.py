@@ -211,3 +211,15 @@ def test_replay_counts_a_pause_between_the_sounds_the_hold_hears(gaps: ModuleTyp
     assert 600 <= pause.silence_ms <= 700
     assert pause.until_s is not None and 3.0 <= pause.until_s <= 3.1
     assert pause.end_s == pause.until_s
+
+
+def test_replay_decodes_the_final_as_configured() -> None:
+    """The scores move with the final transcript's spelling, so the replay decodes it
+    with the configured beam, as the pipeline does (it once kept beam 5 whatever the
+    config said, and a greedy-final config was checked against beam-5 scores)."""
+    greedy = dataclasses.replace(load_config(None), asr_final_beam=1)
+    models = gaps_module.Models.load(greedy)
+    try:
+        assert models.asr._final_beam == 1
+    finally:
+        models.llm.close()

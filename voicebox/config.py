@@ -239,7 +239,10 @@ class Config:
     setting (``configs/fast-asr.toml``): the final of the 6.5 s LibriVox sentence takes
     116 instead of 147 ms (one thread). The bench's median fell to 375 ms (470-515 at 5),
     mostly because other spellings moved end-of-turn scores and cache hits, and the WER
-    rose to 0.067, above whole-utterance faster-whisper's 0.061 (BENCHMARKS.md section 2)."""
+    rose to 0.067, above whole-utterance faster-whisper's 0.061 (BENCHMARKS.md section 2).
+    Again on 2026-12-04 (section 9): p50 455 / 440 against 515 / 555 ms, WER 0.077 (whole
+    0.087, beam 5 0.063), but over every word gap its scores answer 5.0 % of the pauses
+    (3.7 % at beam 5) and wait longer at the real ends (546 against 496 ms)."""
     asr_mode: str = "windowed"
     """``windowed`` (short encoder window, fast) or ``whole`` (faster-whisper's 30 s default)."""
 

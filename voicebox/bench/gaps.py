@@ -94,9 +94,15 @@ class Models:
 
     @classmethod
     def load(cls, config: Config) -> Models:
-        return cls(load_vad(config), WhisperAsrEngine(packaged_path("asr")),
-                   LlamaEngine(packaged_path("llm"), context_tokens=1024, threads=1),
-                   SmartTurnEngine(packaged_path("turn")))
+        """The configured models and final decoding (``asr_final_beam``): the scores
+        move with the final's spelling, so the replay must decode it as the pipeline does."""
+        models = config.models
+        return cls(load_vad(config),
+                   WhisperAsrEngine(models.asr or packaged_path("asr"),
+                                    final_beam=config.asr_final_beam),
+                   LlamaEngine(models.llm or packaged_path("llm"), context_tokens=1024,
+                               threads=1),
+                   SmartTurnEngine(models.turn or packaged_path("turn")))
 
 
 def replay(config: Config, models: Models, sc: Scenario) -> list[Pause]:
