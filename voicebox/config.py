@@ -126,6 +126,8 @@ class ModelPaths:
     vad: Path | None = None
     asr: Path | None = None
     llm: Path | None = None
+    """The GGUF model of ``engine = "llama"``, and the emulated card's stand-in (which the
+    firmware profile must accept); a real card runs its own."""
     tts: Path | None = None
     turn: Path | None = None
 

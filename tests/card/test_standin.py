@@ -77,3 +77,15 @@ def test_factory_errors() -> None:
         build_card_engine("pcie", None, None)
     with pytest.raises(VoiceboxError, match="unknown card engine"):
         build_card_engine("gpu", None, None)
+
+
+def test_the_configured_llm_is_the_emulated_card_s_stand_in(tmp_path: Path) -> None:
+    """``[models] llm`` reaches ``--engine emulated`` (it once loaded the packaged
+    stand-in whatever the config said): a file the profile refuses is refused."""
+    from voicebox.config import Config, LlmConfig, ModelPaths
+    from voicebox.runtime.build import load_llm
+
+    wrong = _gguf(tmp_path / "tinyllama.gguf", "llama")
+    config = Config(llm=LlmConfig(engine="emulated"), models=ModelPaths(llm=wrong))
+    with pytest.raises(StandInError, match="tinyllama.gguf is not an accepted stand-in"):
+        load_llm(config)

@@ -39,7 +39,7 @@ def load_llm(config: Config) -> LlmEngine:
         )
     from voicebox.card.factory import build_card_engine
 
-    return build_card_engine(llm.engine, llm.profile, llm.device)
+    return build_card_engine(llm.engine, llm.profile, llm.device, stand_in=config.models.llm)
 
 
 def build_asr(config: Config) -> AsrEngine:
