@@ -14,6 +14,7 @@ from voicebox.bench.run import as_read_from_wav
 from voicebox.bench.scenarios import Scenario, clips
 from voicebox.config import Config, load_config
 from voicebox.engines.protocols import ASR_SAMPLE_RATE_HZ, VadEngine
+from voicebox.engines.whisper_asr import WhisperAsrEngine
 from voicebox.models.locate import packaged_path
 from voicebox.runtime.build import load_vad
 from voicebox.runtime.turns import TurnDetector, frame_level
@@ -220,6 +221,7 @@ def test_replay_decodes_the_final_as_configured() -> None:
     greedy = dataclasses.replace(load_config(None), asr_final_beam=1)
     models = gaps_module.Models.load(greedy)
     try:
+        assert isinstance(models.asr, WhisperAsrEngine)
         assert models.asr._final_beam == 1
     finally:
         models.llm.close()

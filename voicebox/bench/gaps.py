@@ -37,11 +37,10 @@ from voicebox.bench.run import as_read_from_wav
 from voicebox.bench.scenarios import Clip, Scenario, _Builder, add_noise, clips, speaker_gap_ms
 from voicebox.config import Config
 from voicebox.engines.llama_llm import LlamaEngine
-from voicebox.engines.protocols import ASR_SAMPLE_RATE_HZ, ChatMessage, VadEngine
+from voicebox.engines.protocols import ASR_SAMPLE_RATE_HZ, AsrEngine, ChatMessage, VadEngine
 from voicebox.engines.smart_turn import SmartTurnEngine
-from voicebox.engines.whisper_asr import WhisperAsrEngine
 from voicebox.models.locate import packaged_path
-from voicebox.runtime.build import load_vad
+from voicebox.runtime.build import build_asr, load_vad
 from voicebox.runtime.turn_audio import TurnAudio
 from voicebox.runtime.turns import (
     Decision,
@@ -88,7 +87,7 @@ class Models:
     """The engines a replay needs, loaded once."""
 
     vad: VadEngine
-    asr: WhisperAsrEngine
+    asr: AsrEngine
     llm: LlamaEngine
     turn_model: SmartTurnEngine
 
@@ -97,9 +96,7 @@ class Models:
         """The configured models and final decoding (``asr_final_beam``): the scores
         move with the final's spelling, so the replay must decode it as the pipeline does."""
         models = config.models
-        return cls(load_vad(config),
-                   WhisperAsrEngine(models.asr or packaged_path("asr"),
-                                    final_beam=config.asr_final_beam),
+        return cls(load_vad(config), build_asr(config),
                    LlamaEngine(models.llm or packaged_path("llm"), context_tokens=1024,
                                threads=1),
                    SmartTurnEngine(models.turn or packaged_path("turn")))
