@@ -43,7 +43,7 @@ class TurnConfig:
     """Speech needed to start a turn (and to barge in)."""
     speculate_after_ms: int = 32
     """Silence after which the reply is prepared (held until the turn is confirmed)."""
-    end_of_turn_ms: int = 950
+    end_of_turn_ms: int = 750
     """Silence that confirms the end of a turn whatever the words say."""
     semantic: bool = True
     """Weigh the words and the voice too: the LLM's probability that the sentence is
@@ -55,18 +55,19 @@ class TurnConfig:
     llm_eot_full: float = 0.5
     """LLM end-of-turn probability that counts as certain (it rarely goes higher)."""
     silence_curve: tuple[tuple[float, int], ...] = (
-        (0.3, 950), (0.5, 750), (0.6, 250), (0.7, 250), (0.8, 200))
+        (0.3, 750), (0.5, 650), (0.6, 300), (0.7, 200))
     """End-of-turn score -> silence (ms) that confirms the turn, linear between the
     points; below the first score ``end_of_turn_ms``, above the last its silence; never
     more than ``end_of_turn_ms``.
-    Fitted with ``scripts/eot_gaps.py --fit 0.04`` (a 300, 450 and 600 ms pause at every
-    word gap of every test clip, plain and noisy): 3.8 % of those pauses answered, 5.4 %
-    when each clip is left out of the fit. Now (the energy hold, the pre-roll as
-    configured; BENCHMARKS.md section 9): 3.7 % answered, median wait after the labelled
-    end of speech at the 20 real ends 496 ms (the fit had counted the VAD's lag with the
-    wrong sign; refitted with it right, curves that wait less offline waited more on the
-    bench, section 5). ``configs/eager-turns.toml``: 6.3 %, 384 ms. The curve fitted on
-    the bench's four pauses alone had answered 41 % of them."""
+    Fitted with ``scripts/eot_gaps.py --fit 0.037`` (a 300, 450 and 600 ms pause at every
+    word gap of every test clip, plain and noisy) on the scores of the SmolLM2 stand-in
+    as it is loaded, requantized to Q8_0 (``[llm] requantize``): 3.4 % of those pauses
+    answered, median wait after the labelled end of speech at the 20 real ends 448 ms
+    (p90 804); 6.1 % and 559 ms when each clip is left out of the fit. The curve before
+    it, fitted on the Q4_1 scores (end 950, ``[[0.3, 950], [0.5, 750], [0.6, 250], [0.7,
+    250], [0.8, 200]]``), answered 3.7 % with a 535 ms median wait on the Q8_0 scores
+    (BENCHMARKS.md section 9). ``configs/eager-turns.toml``: 6.3 %, 384 ms (Q4_1 scores).
+    A curve fitted on the bench's four pauses alone had answered 41 % of them."""
     continuation_ms: int = 1000
     """Speech this soon after a confirmed turn, before any reply audio was heard, continues
     that turn (the reply is dropped and made again) instead of starting a new one."""
@@ -148,6 +149,12 @@ class LlmConfig:
     max_reply_tokens: int = 40
     context_tokens: int = 1024
     threads: int = 1
+    requantize: str = "Q8_0"
+    """Load a GGUF whose weights llama.cpp has no batched prompt kernel for (Q4_1, as the
+    packaged SmolLM2 is; Q5_1) requantized to this type, made once and cached
+    (``engines.requantize``): the prompt and the end-of-turn score evaluate ~1.9x faster.
+    ``off`` loads the file as it is. Applies to ``engine = "llama"`` and the emulated
+    card's stand-in."""
     stream_tts: bool = True
     """Speak clause by clause as tokens arrive; False waits for the whole reply (naive)."""
 
@@ -159,6 +166,7 @@ class LlmConfig:
         _check(self.max_reply_tokens > 0, "max_reply_tokens", "must be > 0")
         _check(self.context_tokens >= 256, "context_tokens", "must be >= 256")
         _check(self.threads >= 1, "threads", "must be >= 1")
+        _check(self.requantize in ("Q8_0", "off"), "requantize", "must be Q8_0 or off")
 
 
 @dataclass(frozen=True, slots=True)

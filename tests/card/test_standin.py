@@ -89,3 +89,29 @@ def test_the_configured_llm_is_the_emulated_card_s_stand_in(tmp_path: Path) -> N
     config = Config(llm=LlmConfig(engine="emulated"), models=ModelPaths(llm=wrong))
     with pytest.raises(StandInError, match="tinyllama.gguf is not an accepted stand-in"):
         load_llm(config)
+
+
+@pytest.mark.parametrize(("engine", "setting", "expected"),
+                         [("emulated", "off", None), ("emulated", "Q8_0", "Q8_0"),
+                          ("llama", "off", None), ("llama", "Q8_0", "Q8_0")])
+def test_the_configured_requantize_reaches_the_llm(
+    monkeypatch: pytest.MonkeyPatch, engine: str, setting: str, expected: str | None
+) -> None:
+    """``[llm] requantize`` reaches the engine that loads the weights (the stand-in's too)."""
+    from voicebox.card import factory
+    from voicebox.config import Config, LlmConfig
+    from voicebox.engines import llama_llm
+    from voicebox.runtime.build import load_llm
+
+    seen: dict[str, object] = {}
+
+    class Recorder:
+        def __init__(self, path: Path, **kwargs: object) -> None:
+            seen.update(kwargs)
+            raise StandInError("recorded")
+
+    monkeypatch.setattr(factory, "LlamaStandIn", Recorder)
+    monkeypatch.setattr(llama_llm, "LlamaEngine", Recorder)
+    with pytest.raises(StandInError, match="recorded"):
+        load_llm(Config(llm=LlmConfig(engine=engine, requantize=setting)))
+    assert seen["requantize"] == expected

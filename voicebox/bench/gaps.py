@@ -40,7 +40,7 @@ from voicebox.engines.llama_llm import LlamaEngine
 from voicebox.engines.protocols import ASR_SAMPLE_RATE_HZ, AsrEngine, ChatMessage, VadEngine
 from voicebox.engines.smart_turn import SmartTurnEngine
 from voicebox.models.locate import packaged_path
-from voicebox.runtime.build import build_asr, load_vad
+from voicebox.runtime.build import build_asr, load_vad, requantize_target
 from voicebox.runtime.turn_audio import TurnAudio
 from voicebox.runtime.turns import (
     Decision,
@@ -98,7 +98,7 @@ class Models:
         models = config.models
         return cls(load_vad(config), build_asr(config),
                    LlamaEngine(models.llm or packaged_path("llm"), context_tokens=1024,
-                               threads=1),
+                               threads=1, requantize=requantize_target(config)),
                    SmartTurnEngine(models.turn or packaged_path("turn")))
 
 

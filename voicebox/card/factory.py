@@ -36,6 +36,7 @@ def build_card_engine(
     stand_in: Path | None = None,
     faults: tuple[Fault, ...] = (),
     threads: int | None = None,
+    requantize: str | None = "Q8_0",
 ) -> CardLlmEngine:
     """The LlmEngine for ``--engine emulated`` or ``--engine pcie``.
 
@@ -48,7 +49,7 @@ def build_card_engine(
     """
     if engine == "emulated":
         return _emulated(
-            find_profile(profile or DEFAULT_PROFILE), device, stand_in, faults, threads
+            find_profile(profile or DEFAULT_PROFILE), device, stand_in, faults, threads, requantize
         )
     if engine == "pcie":
         if not device:
@@ -63,11 +64,11 @@ def _emulated(
     stand_in_path: Path | None,
     faults: tuple[Fault, ...],
     threads: int | None,
+    requantize: str | None,
 ) -> CardLlmEngine:
     path = stand_in_path or packaged_path("llm")
-    model = LlamaStandIn(
-        path, context_tokens=max(512, profile.context.context_tokens), threads=threads
-    )
+    model = LlamaStandIn(path, context_tokens=max(512, profile.context.context_tokens),
+                         threads=threads, requantize=requantize)
     check_stand_in(profile, model.file_name, model.architecture)  # before loading weights
     model.load()
     if device and device.startswith("tcp://"):

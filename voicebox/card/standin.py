@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import logging
-import struct
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import Protocol
 
 from voicebox.card.errors import StandInError
 from voicebox.card.profile import FirmwareProfile
+from voicebox.engines import gguf
 from voicebox.engines.llama_llm import LlamaEngine, check_gguf
 from voicebox.engines.protocols import ChatMessage
+from voicebox.errors import ModelError
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -80,7 +81,12 @@ class LlamaStandIn:
     """A GGUF model on llama.cpp as the card's functional stand-in."""
 
     def __init__(
-        self, model_path: Path, *, context_tokens: int, threads: int | None = None
+        self,
+        model_path: Path,
+        *,
+        context_tokens: int,
+        threads: int | None = None,
+        requantize: str | None = "Q8_0",
     ) -> None:
         check_gguf(model_path)
         meta = read_gguf_metadata(model_path, ("general.architecture",))
@@ -89,13 +95,15 @@ class LlamaStandIn:
         self.model_path = model_path
         self._context_tokens = context_tokens
         self._threads = threads
+        self._requantize = requantize
         self._engine: LlamaEngine | None = None
 
     def load(self) -> None:
         """Load the weights (after the profile check, so a refused model is never loaded)."""
         if self._engine is None:
             self._engine = LlamaEngine(
-                self.model_path, context_tokens=self._context_tokens, threads=self._threads
+                self.model_path, context_tokens=self._context_tokens, threads=self._threads,
+                requantize=self._requantize,
             )
 
     def _loaded(self) -> LlamaEngine:
@@ -149,73 +157,9 @@ class LlamaStandIn:
             self._engine = None
 
 
-_GGUF_SCALAR = {
-    0: "<B",
-    1: "<b",
-    2: "<H",
-    3: "<h",
-    4: "<I",
-    5: "<i",
-    6: "<f",
-    7: "<?",
-    10: "<Q",
-    11: "<q",
-    12: "<d",
-}
-_GGUF_STRING = 8
-_GGUF_ARRAY = 9
-
-
 def read_gguf_metadata(path: Path, keys: Sequence[str]) -> dict[str, object]:
-    """Scalar and string values of ``keys`` from a GGUF header, without loading the model."""
-    wanted = set(keys)
-    found: dict[str, object] = {}
+    """Scalar and string values of ``keys`` from a GGUF header (StandInError if unreadable)."""
     try:
-        with path.open("rb") as f:
-            if f.read(4) != b"GGUF":
-                raise StandInError(f"not a GGUF file: {path}")
-            (version,) = struct.unpack("<I", _read(f, 4))
-            if version < 2:
-                raise StandInError(f"GGUF version {version} is too old: {path}")
-            _tensors, kv_count = struct.unpack("<QQ", _read(f, 16))
-            for _ in range(kv_count):
-                key = _read_string(f)
-                (vtype,) = struct.unpack("<I", _read(f, 4))
-                value = _read_value(f, vtype, keep=key in wanted)
-                if key in wanted:
-                    found[key] = value
-                    if len(found) == len(wanted):
-                        break
-    except (OSError, struct.error, UnicodeDecodeError) as exc:
-        raise StandInError(f"cannot read GGUF metadata of {path}: {exc}") from exc
-    return found
-
-
-def _read(f: BinaryIO, n: int) -> bytes:
-    data = f.read(n)
-    if len(data) != n:
-        raise struct.error("unexpected end of file")
-    return data
-
-
-def _read_string(f: BinaryIO) -> str:
-    (n,) = struct.unpack("<Q", _read(f, 8))
-    return _read(f, n).decode("utf-8")
-
-
-def _read_value(f: BinaryIO, vtype: int, *, keep: bool) -> object:
-    if vtype == _GGUF_STRING:
-        return _read_string(f)
-    if vtype == _GGUF_ARRAY:
-        (item_type,) = struct.unpack("<I", _read(f, 4))
-        (count,) = struct.unpack("<Q", _read(f, 8))
-        if item_type in _GGUF_SCALAR and not keep:
-            f.seek(struct.calcsize(_GGUF_SCALAR[item_type]) * count, 1)
-            return None
-        items = [_read_value(f, item_type, keep=keep) for _ in range(count)]
-        return items if keep else None
-    fmt = _GGUF_SCALAR.get(vtype)
-    if fmt is None:
-        raise struct.error(f"unknown GGUF value type {vtype}")
-    (value,) = struct.unpack(fmt, _read(f, struct.calcsize(fmt)))
-    return value
+        return gguf.read_metadata(path, keys)
+    except ModelError as exc:
+        raise StandInError(str(exc)) from exc

@@ -14,6 +14,7 @@ import numpy as np
 
 from voicebox.config import DEFAULT_SYSTEM_PROMPT
 from voicebox.engines.protocols import ChatMessage
+from voicebox.engines.requantize import prompt_fast_weights
 from voicebox.errors import ModelError
 from voicebox.models.locate import install_hint
 
@@ -75,29 +76,22 @@ class LlamaEngine:
         threads: int | None = None,
         temperature: float = 0.3,
         seed: int = 7,
+        requantize: str | None = "Q8_0",
     ) -> None:
         check_gguf(model_path)
-        from llama_cpp import Llama
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
+        threads = threads or default_threads()
+        weights = prompt_fast_weights(model_path, requantize)
         try:
-            amx = cpu_has_amx()
-            if amx:
-                _LOGGER.info("llama.cpp: AMX CPU, loading without its AMX buffer type")
-            with _quiet_stderr(), _weight_repacking(not amx):
-                self._llm = Llama(
-                    model_path=str(model_path),
-                    n_ctx=context_tokens,
-                    n_threads=threads or default_threads(),
-                    # Prompt evaluation too: llama.cpp defaults it to every core, and
-                    # its spinning barrier then fights the ASR and TTS threads.
-                    n_threads_batch=threads or default_threads(),
-                    n_batch=256,
-                    seed=seed,
-                    verbose=False,
-                )
-        except (ValueError, RuntimeError) as exc:
-            raise ModelError(f"cannot load LLM model {model_path}: {exc}") from exc
+            self._llm = _load(weights, context_tokens, threads, seed)
+        except ModelError as exc:
+            if weights == model_path:
+                raise
+            _LOGGER.warning("%s; loading %s as it is", exc, model_path)
+            weights.unlink(missing_ok=True)
+            weights = model_path
+            self._llm = _load(weights, context_tokens, threads, seed)
         meta = self._llm.metadata
         template = meta.get("tokenizer.chat_template")
         if not template:
@@ -115,6 +109,8 @@ class LlamaEngine:
         self._warming: threading.Thread | None = None
         """The thread putting a reply's prompt in the reply context, if one may still run."""
         self.model_path = model_path
+        self.weights_path = weights
+        """What llama.cpp loaded: ``model_path`` or its cached requantization."""
         self.name = model_path.stem
 
     @property
@@ -319,6 +315,30 @@ def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     return n
 
 
+def _load(path: Path, context_tokens: int, threads: int, seed: int) -> Any:
+    """A ``Llama`` on ``path``; ModelError if llama.cpp cannot load it."""
+    from llama_cpp import Llama
+
+    amx = cpu_has_amx()
+    if amx:
+        _LOGGER.info("llama.cpp: AMX CPU, loading without its AMX buffer type")
+    try:
+        with quiet_stderr(), _weight_repacking(not amx):
+            return Llama(
+                model_path=str(path),
+                n_ctx=context_tokens,
+                n_threads=threads,
+                # Prompt evaluation too: llama.cpp defaults it to every core, and
+                # its spinning barrier then fights the ASR and TTS threads.
+                n_threads_batch=threads,
+                n_batch=256,
+                seed=seed,
+                verbose=False,
+            )
+    except (ValueError, RuntimeError) as exc:
+        raise ModelError(f"cannot load LLM model {path}: {exc}") from exc
+
+
 def cpu_has_amx() -> bool:
     """Whether llama.cpp's CPU backend sees Intel AMX (its own check, in libggml-cpu)."""
     import ctypes
@@ -391,7 +411,7 @@ def _as_dict(message: ChatMessage) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def _quiet_stderr() -> Iterator[None]:
+def quiet_stderr() -> Iterator[None]:
     """llama.cpp prints load chatter on fd 2 even with verbose=False."""
     try:
         fd = os.dup(2)

@@ -36,10 +36,17 @@ def load_llm(config: Config) -> LlmEngine:
         return LlamaEngine(
             config.models.llm or packaged_path("llm"),
             context_tokens=llm.context_tokens, threads=llm.threads,
+            requantize=requantize_target(config),
         )
     from voicebox.card.factory import build_card_engine
 
-    return build_card_engine(llm.engine, llm.profile, llm.device, stand_in=config.models.llm)
+    return build_card_engine(llm.engine, llm.profile, llm.device, stand_in=config.models.llm,
+                             requantize=requantize_target(config))
+
+
+def requantize_target(config: Config) -> str | None:
+    """``[llm] requantize`` as the LLM engines take it (None: load the file as it is)."""
+    return None if config.llm.requantize == "off" else config.llm.requantize
 
 
 def build_asr(config: Config) -> AsrEngine:
