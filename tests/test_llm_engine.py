@@ -149,3 +149,18 @@ def test_the_model_decodes_on_this_cpu_with_both_contexts_at_once(engine: LlamaE
         tokens, warm_reply=engine.tokenize(engine.render(FINISHED)[0]))
     engine._settle()
     assert abs(float(probs.sum()) - 1.0) < 1e-6
+
+
+def test_a_warmed_reply_prompt_is_not_evaluated_again(engine: LlamaEngine,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The score warms the reply's whole prompt; the reply then samples its first token
+    straight from those logits (no prompt token evaluated again)."""
+    engine.end_of_turn_probability(FINISHED)
+    engine._settle()
+    evaluated: list[int] = []
+    real_eval = engine._llm.eval
+    monkeypatch.setattr(engine._llm, "eval", lambda tokens: (evaluated.append(len(tokens)),
+                                                             real_eval(tokens))[1])
+    reply = "".join(engine.stream(FINISHED, max_tokens=3, cancel=threading.Event()))
+    assert reply.strip()
+    assert 1 in evaluated and max(evaluated) == 1  # generated tokens only, one at a time

@@ -106,3 +106,11 @@ def test_unknown_targets_are_refused(tmp_path: Path) -> None:
         prompt_fast_weights(packaged_path("llm"), "Q2_K")
     with pytest.raises(ConfigError, match="requantize must be Q8_0 or off"):
         LlmConfig(requantize="Q4_0")
+
+
+def test_a_corrupt_header_is_an_error_not_an_allocation(tmp_path: Path) -> None:
+    cut = tmp_path / "cut.gguf"
+    cut.write_bytes(b"GGUF" + b"\x03\x00" * 50)  # lengths of ~2**48 bytes
+    with pytest.raises(ModelError, match="cannot read GGUF metadata"):
+        gguf.read_metadata(cut, ("general.file_type",))
+    assert prompt_fast_weights(cut) == cut  # llama.cpp names the fault when it loads

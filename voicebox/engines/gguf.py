@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import struct
 from collections.abc import Sequence
 from pathlib import Path
@@ -52,6 +53,8 @@ def read_metadata(path: Path, keys: Sequence[str]) -> dict[str, object]:
 
 
 def _read(f: BinaryIO, n: int) -> bytes:
+    if n > os.fstat(f.fileno()).st_size - f.tell():  # a corrupt length: never allocate it
+        raise struct.error("unexpected end of file")
     data = f.read(n)
     if len(data) != n:
         raise struct.error("unexpected end of file")

@@ -149,7 +149,12 @@ class LlamaEngine:
         same words ("This is a ..." / "I'm sorry ...": first TTS audio ~60 vs ~30 ms).
         """
         tokens = self.tokenize(prompt)
-        self._settle()
+        # The prompt's end goes through ``reused_prefix`` here, so the first token is
+        # always sampled from logits of a batch of at least two: llama-cpp-python would
+        # re-evaluate a fully cached prompt's last token alone, and with Q8_0 weights
+        # (llamafile's sgemm for batches, a dot product per row for one token) that
+        # changed the sampled reply with what the cache held before.
+        self._eval_cached(tokens)
         chunks: Any = self._llm.create_completion(
             prompt=tokens,
             max_tokens=max_tokens,
@@ -248,6 +253,8 @@ class LlamaEngine:
     def _eval_reply_context(self, tokens: list[int]) -> None:
         llm = self._llm
         cached = [int(t) for t in llm.input_ids[: llm.n_tokens]]
+        if cached == tokens and not llm._requires_eval:
+            return  # the last evaluation ended here: its logits are live, from a batch
         llm.n_tokens = reused_prefix(cached, tokens)
         llm.eval(tokens[llm.n_tokens :])
 
