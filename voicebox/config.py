@@ -66,7 +66,8 @@ class TurnConfig:
     (p90 804); 6.1 % and 559 ms when each clip is left out of the fit. The curve before
     it, fitted on the Q4_1 scores (end 950, ``[[0.3, 950], [0.5, 750], [0.6, 250], [0.7,
     250], [0.8, 200]]``), answered 3.7 % with a 535 ms median wait on the Q8_0 scores
-    (BENCHMARKS.md section 9). ``configs/eager-turns.toml``: 6.3 %, 384 ms (Q4_1 scores).
+    (BENCHMARKS.md section 9). Replayed with this curve: 2.4 % answered, 448 ms.
+    ``configs/eager-turns.toml`` (``--fit 0.1``): 10.7 %, 280 ms.
     A curve fitted on the bench's four pauses alone had answered 41 % of them."""
     continuation_ms: int = 1000
     """Speech this soon after a confirmed turn, before any reply audio was heard, continues
