@@ -159,8 +159,12 @@ def test_a_warmed_reply_prompt_is_not_evaluated_again(engine: LlamaEngine,
     engine._settle()
     evaluated: list[int] = []
     real_eval = engine._llm.eval
-    monkeypatch.setattr(engine._llm, "eval", lambda tokens: (evaluated.append(len(tokens)),
-                                                             real_eval(tokens))[1])
+
+    def counting_eval(tokens: list[int]) -> None:
+        evaluated.append(len(tokens))
+        real_eval(tokens)
+
+    monkeypatch.setattr(engine._llm, "eval", counting_eval)
     reply = "".join(engine.stream(FINISHED, max_tokens=3, cancel=threading.Event()))
     assert reply.strip()
     assert 1 in evaluated and max(evaluated) == 1  # generated tokens only, one at a time
