@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from voicebox.engines import llama_llm
 from voicebox.engines.llama_llm import LlamaEngine, scoring_messages
 from voicebox.engines.protocols import ChatMessage
 from voicebox.models.locate import packaged_path
@@ -49,10 +50,12 @@ def test_score_is_the_quoted_framing_and_leaves_the_reply_cache(engine: LlamaEng
 
     # The reply context holds the reply's whole prompt, header included (put there
     # meanwhile for the reply that follows, whose first token then needs no prefill),
-    # never the quoted framing: the score has its own cache.
+    # then the reply's first tokens, never the quoted framing: the score has its own cache.
     engine._settle()  # the score returns before that warm-up ends
     held = list(engine._llm.input_ids[: engine._llm.n_tokens])
-    assert held == engine.tokenize(engine.render(FINISHED)[0])
+    whole = engine.tokenize(engine.render(FINISHED)[0])
+    assert held[: len(whole)] == whole
+    assert len(held) - len(whole) < llama_llm.LOOKAHEAD_TOKENS
     assert held[: len(engine._user_prefix(FINISHED))] == engine._user_prefix(FINISHED)
 
     # The same number as the quoted prompt evaluated in the reply's own context.
@@ -88,9 +91,6 @@ def test_score_also_fills_the_reply_cache_with_the_reply_prompt(engine: LlamaEng
     finally:
         cold.close()
     assert engine.end_of_turn_probability(FINISHED) == pytest.approx(expected, abs=1e-9)
-    whole = engine.tokenize(engine.render(FINISHED)[0])
-    engine._settle()
-    assert list(engine._llm.input_ids[: engine._llm.n_tokens]) == whole
     reply = "".join(engine.stream(FINISHED, max_tokens=12, cancel=threading.Event()))
     assert reply == cold_reply
 
@@ -155,16 +155,68 @@ def test_a_warmed_reply_prompt_is_not_evaluated_again(engine: LlamaEngine,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """The score warms the reply's whole prompt; the reply then samples its first token
     straight from those logits (no prompt token evaluated again)."""
-    engine.end_of_turn_probability(FINISHED)
-    engine._settle()
+    caller = threading.current_thread()
     evaluated: list[int] = []
     real_eval = engine._llm.eval
 
     def counting_eval(tokens: list[int]) -> None:
-        evaluated.append(len(tokens))
+        if threading.current_thread() is caller:  # (not the warm-up's own)
+            evaluated.append(len(tokens))
         real_eval(tokens)
 
     monkeypatch.setattr(engine._llm, "eval", counting_eval)
-    reply = "".join(engine.stream(FINISHED, max_tokens=3, cancel=threading.Event()))
+    engine.end_of_turn_probability(FINISHED)
+    reply = "".join(engine.stream(FINISHED, max_tokens=12, cancel=threading.Event()))
     assert reply.strip()
     assert 1 in evaluated and max(evaluated) == 1  # generated tokens only, one at a time
+
+
+def _reply(engine: LlamaEngine, messages: list[ChatMessage], max_tokens: int = 16,
+           cancel: threading.Event | None = None) -> list[str]:
+    return list(engine.stream(messages, max_tokens=max_tokens,
+                              cancel=cancel or threading.Event()))
+
+
+def test_the_reply_begun_during_the_score_is_the_reply(
+        engine: LlamaEngine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The warm-up samples the reply's first tokens while the score runs; the reply to
+    those messages takes them over, and is the reply it would have been without them."""
+    threads: list[str] = []
+    real_eval = engine._llm.eval
+
+    def tracing_eval(tokens: list[int]) -> None:
+        if len(tokens) == 1:
+            threads.append(threading.current_thread().name)
+        real_eval(tokens)
+
+    monkeypatch.setattr(engine._llm, "eval", tracing_eval)
+    engine.end_of_turn_probability(FINISHED)
+    taken_over = _reply(engine, FINISHED)
+    warm = [name == "vb-llm-warm" for name in threads]
+    # The first token comes from the prompt's logits, each next one from its own eval.
+    assert sum(warm) >= llama_llm.LOOKAHEAD_TOKENS - 1 and not all(warm)
+    assert warm == sorted(warm, reverse=True)  # the warm-up's first, then the reply's
+    monkeypatch.setattr(llama_llm, "LOOKAHEAD_TOKENS", 0)
+    engine.end_of_turn_probability(UNFINISHED)  # another prompt in the cache meanwhile
+    engine.end_of_turn_probability(FINISHED)
+    assert _reply(engine, FINISHED) == taken_over
+
+
+def test_a_reply_to_other_words_drops_the_reply_begun(engine: LlamaEngine) -> None:
+    plain = _reply(engine, UNFINISHED)
+    engine.end_of_turn_probability(FINISHED)  # begins the reply to FINISHED
+    assert _reply(engine, UNFINISHED) == plain
+    assert engine._ahead is None and engine._warming is None
+
+
+def test_a_reply_begun_obeys_its_caller(engine: LlamaEngine) -> None:
+    """Cancelled before it starts, a taken-over reply yields nothing and leaves the
+    engine whole; ``max_tokens`` below the look-ahead cuts it there."""
+    full = _reply(engine, FINISHED)
+    engine.end_of_turn_probability(FINISHED)
+    stopped = threading.Event()
+    stopped.set()
+    assert _reply(engine, FINISHED, cancel=stopped) == []
+    engine.end_of_turn_probability(FINISHED)
+    assert _reply(engine, FINISHED, max_tokens=2) == full[:2]
+    assert _reply(engine, FINISHED) == full

@@ -5,8 +5,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import queue
 import threading
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +33,12 @@ reply sees the bare words: a model answering "I said: ..." hears a correction an
 apologises (SmolLM2-135M began 10 of 29 replies "I'm sorry", against 3 bare)."""
 
 _LOGGER = logging.getLogger(__name__)
+
+LOOKAHEAD_TOKENS = 4
+"""Reply tokens the warm-up thread samples while the end-of-turn score runs (about a first
+clause). The reply to those messages takes them over, with the rest of the same sampling;
+a reply to other words drops them. Sampled as the reply would sample them: the same
+prompt in the cache, the same seed and settings, so a reply is the same either way."""
 
 GGUF_MAGIC = b"GGUF"
 
@@ -108,6 +116,10 @@ class LlamaEngine:
         self._scoring = _ScoringContext(self._llm)
         self._warming: threading.Thread | None = None
         """The thread putting a reply's prompt in the reply context, if one may still run."""
+        self._ahead: _Ahead | None = None
+        """The reply that thread began, until a reply takes it over or it is dropped."""
+        self._stop = tuple(self.render([ChatMessage("user", "Hello.")])[1])
+        """The template's stop strings (the reply the warm-up begins stops at them)."""
         self.model_path = model_path
         self.weights_path = weights
         """What llama.cpp loaded: ``model_path`` or its cached requantization."""
@@ -147,32 +159,67 @@ class LlamaEngine:
         depended on how many came before it in the process: the bench (one process for
         every scenario) and the judge (one process each) heard different replies to the
         same words ("This is a ..." / "I'm sorry ...": first TTS audio ~60 vs ~30 ms).
+        A reply the end-of-turn score's warm-up began for this prompt is taken over
+        (``LOOKAHEAD_TOKENS``). ``max_tokens`` counts the pieces yielded (one a token,
+        but for text llama-cpp-python holds back while it could begin a stop string).
         """
         tokens = self.tokenize(prompt)
+        ahead = self._ahead
+        if ahead is not None and ahead.key == (tuple(tokens), tuple(stop)):
+            self._ahead = None
+        else:
+            ahead = None  # (``_begin`` drops it)
+        chunks: Any = None
+        done = 0
+        try:
+            if ahead is None:
+                chunks = self._begin(tokens, stop)
+            else:
+                while done < max_tokens and (piece := ahead.pieces.get()) is not None:
+                    if cancel.is_set():
+                        return
+                    done += 1
+                    yield piece
+                self._settle()  # the warm-up has stopped sampling: the rest is ours
+                chunks = ahead.chunks
+                if chunks is None:  # it failed before it began
+                    if done:
+                        return
+                    chunks = self._begin(tokens, stop)
+            for chunk in chunks:
+                if done >= max_tokens or cancel.is_set():
+                    break
+                text = chunk["choices"][0]["text"]
+                if text:
+                    done += 1
+                    yield text
+        finally:
+            if ahead is not None:
+                self._settle()
+                chunks = ahead.chunks if chunks is None else chunks
+            if chunks is not None:
+                chunks.close()
+
+    def _begin(self, tokens: list[int], stop: Sequence[str]) -> Any:
+        """Start sampling a reply to ``tokens`` in the reply context."""
         # The prompt's end goes through ``reused_prefix`` here, so the first token is
         # always sampled from logits of a batch of at least two: llama-cpp-python would
         # re-evaluate a fully cached prompt's last token alone, and with Q8_0 weights
         # (llamafile's sgemm for batches, a dot product per row for one token) that
         # changed the sampled reply with what the cache held before.
         self._eval_cached(tokens)
-        chunks: Any = self._llm.create_completion(
+        return self._completion(tokens, stop)
+
+    def _completion(self, tokens: list[int], stop: Sequence[str]) -> Any:
+        return self._llm.create_completion(
             prompt=tokens,
-            max_tokens=max_tokens,
+            max_tokens=None,  # up to the context's end: ``stream_prompt`` counts
             temperature=self._temperature,
             repeat_penalty=1.1,
-            stop=stop,
+            stop=list(stop),
             stream=True,
             seed=self._seed,
         )
-        try:
-            for chunk in chunks:
-                if cancel.is_set():
-                    break
-                text = chunk["choices"][0]["text"]
-                if text:
-                    yield text
-        finally:
-            chunks.close()
 
     def end_of_turn_probability(self, messages: Sequence[ChatMessage]) -> float:
         """Probability that the last user message is a finished turn.
@@ -206,8 +253,11 @@ class LlamaEngine:
         """
         if warm_reply:
             self._settle()
+            tokens_reply = list(warm_reply)
+            ahead = _Ahead((tuple(tokens_reply), self._stop)) if LOOKAHEAD_TOKENS else None
+            self._ahead = ahead
             self._warming = threading.Thread(
-                target=self._warm_reply, args=(list(warm_reply),), name="vb-llm-warm")
+                target=self._warm_reply, args=(tokens_reply, ahead), name="vb-llm-warm")
             self._warming.start()
         return self._scoring.probabilities(tokens)
 
@@ -232,18 +282,31 @@ class LlamaEngine:
         prompt, _ = self.render([*messages[:-1], ChatMessage("user", user)])
         return self.tokenize(prompt[: prompt.rfind(user) + len(user)])
 
-    def _warm_reply(self, tokens: list[int]) -> None:
+    def _warm_reply(self, tokens: list[int], ahead: _Ahead | None) -> None:
         try:
             self._eval_reply_context(tokens)
+            if ahead is not None:
+                ahead.chunks = chunks = self._completion(tokens, ahead.key[1])
+                for n, chunk in enumerate(chunks, 1):
+                    if text := chunk["choices"][0]["text"]:
+                        ahead.pieces.put(text)
+                    if n >= LOOKAHEAD_TOKENS:
+                        break
         except Exception as exc:  # the reply then prefills them itself
             _LOGGER.warning("warming the reply's cache failed: %s", exc)
+        finally:
+            if ahead is not None:
+                ahead.pieces.put(None)
 
     def _settle(self) -> None:
         """Wait for a warm-up of the reply context still running (one thread at a time
-        may use a llama.cpp context)."""
+        may use a llama.cpp context), and drop a reply it began that nobody took over."""
         warming, self._warming = self._warming, None
         if warming is not None:
             warming.join()
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None and ahead.chunks is not None:
+            ahead.chunks.close()
 
     def _eval_cached(self, tokens: list[int]) -> None:
         """Evaluate ``tokens``, re-using the longest prefix already in the KV cache."""
@@ -263,6 +326,16 @@ class LlamaEngine:
         with contextlib.suppress(Exception):
             self._scoring.close()  # before the model its context points into
             self._llm.close()
+
+
+@dataclass
+class _Ahead:
+    """A reply the warm-up thread began: for which prompt and stop strings, what it
+    sampled so far (``None`` once it stopped), and the sampling to go on with."""
+
+    key: tuple[tuple[int, ...], tuple[str, ...]]
+    pieces: queue.SimpleQueue[str | None] = field(default_factory=queue.SimpleQueue)
+    chunks: Any = None
 
 
 class _ScoringContext:
