@@ -14,6 +14,7 @@ from voicebox.card.faults import Fault
 from voicebox.card.profile import FirmwareProfile, find_profile
 from voicebox.card.standin import LlamaStandIn, check_stand_in
 from voicebox.card.transport import TcpAddress, parse_tcp
+from voicebox.engines.requantize import DEFAULT_TARGET
 from voicebox.errors import VoiceboxError
 from voicebox.models.locate import packaged_path
 
@@ -36,7 +37,7 @@ def build_card_engine(
     stand_in: Path | None = None,
     faults: tuple[Fault, ...] = (),
     threads: int | None = None,
-    requantize: str | None = "Q8_0",
+    requantize: str | None = DEFAULT_TARGET,
 ) -> CardLlmEngine:
     """The LlmEngine for ``--engine emulated`` or ``--engine pcie``.
 

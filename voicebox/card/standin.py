@@ -13,6 +13,7 @@ from voicebox.card.profile import FirmwareProfile
 from voicebox.engines import gguf
 from voicebox.engines.llama_llm import LlamaEngine, check_gguf
 from voicebox.engines.protocols import ChatMessage
+from voicebox.engines.requantize import DEFAULT_TARGET
 from voicebox.errors import ModelError
 
 _LOGGER = logging.getLogger(__name__)
@@ -86,7 +87,7 @@ class LlamaStandIn:
         *,
         context_tokens: int,
         threads: int | None = None,
-        requantize: str | None = "Q8_0",
+        requantize: str | None = DEFAULT_TARGET,
     ) -> None:
         check_gguf(model_path)
         meta = read_gguf_metadata(model_path, ("general.architecture",))

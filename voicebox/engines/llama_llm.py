@@ -16,7 +16,7 @@ import numpy as np
 
 from voicebox.config import DEFAULT_SYSTEM_PROMPT
 from voicebox.engines.protocols import ChatMessage
-from voicebox.engines.requantize import prompt_fast_weights
+from voicebox.engines.requantize import DEFAULT_TARGET, prompt_fast_weights
 from voicebox.errors import ModelError
 from voicebox.models.locate import install_hint
 
@@ -84,7 +84,7 @@ class LlamaEngine:
         threads: int | None = None,
         temperature: float = 0.3,
         seed: int = 7,
-        requantize: str | None = "Q8_0",
+        requantize: str | None = DEFAULT_TARGET,
     ) -> None:
         check_gguf(model_path)
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter

@@ -32,6 +32,9 @@ SLOW_PROMPT_TYPES = {3: "Q4_1", 9: "Q5_1"}
 TARGETS = {"Q8_0": 7}
 """Types a slow-prompt model may be requantized to, with their llama_ftype."""
 
+DEFAULT_TARGET = "Q8_0"
+"""What the engines requantize to unless told otherwise (``[llm] requantize``)."""
+
 _QUANT_TAG = re.compile(r"[.\-_](?:[QqFf]\d+(?:_[A-Za-z0-9]+)*|BF16|bf16)$")
 
 
@@ -43,7 +46,7 @@ def cache_dir() -> Path:
     return (Path(xdg) if xdg else Path.home() / ".cache") / "voicebox"
 
 
-def prompt_fast_weights(source: Path, target: str | None = "Q8_0") -> Path:
+def prompt_fast_weights(source: Path, target: str | None = DEFAULT_TARGET) -> Path:
     """The file to load for ``source``: its cached ``target`` requantization if its weight
     type has no batched prompt kernel (made now if missing), else ``source`` itself.
 
