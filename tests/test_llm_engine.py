@@ -21,7 +21,16 @@ UNFINISHED = [SYSTEM, ChatMessage("user", "and he had then leisure to")]
 
 @pytest.fixture(scope="module")
 def engine() -> Iterator[LlamaEngine]:
-    llm = LlamaEngine(packaged_path("llm"), context_tokens=1024, threads=1)
+    """One thread throughout (no burst), as on a one-core board."""
+    llm = LlamaEngine(packaged_path("llm"), context_tokens=1024, threads=1, burst_threads=1)
+    yield llm
+    llm.close()
+
+
+@pytest.fixture(scope="module")
+def burst_engine() -> Iterator[LlamaEngine]:
+    """One thread beside the other engines, two for the start of a reply."""
+    llm = LlamaEngine(packaged_path("llm"), context_tokens=1024, threads=1, burst_threads=2)
     yield llm
     llm.close()
 
@@ -200,6 +209,58 @@ def test_the_reply_begun_during_the_score_is_the_reply(
     engine.end_of_turn_probability(UNFINISHED)  # another prompt in the cache meanwhile
     engine.end_of_turn_probability(FINISHED)
     assert _reply(engine, FINISHED) == taken_over
+
+
+def _trace_evals(engine: LlamaEngine, monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int]]:
+    """(thread name, llama.cpp threads) of each one-token evaluation from now on."""
+    import llama_cpp
+
+    evals: list[tuple[str, int]] = []
+    real_eval = engine._llm.eval
+
+    def tracing_eval(tokens: list[int]) -> None:
+        if len(tokens) == 1:
+            n = int(llama_cpp.llama_n_threads(engine._llm._ctx.ctx))
+            evals.append((threading.current_thread().name, n))
+        real_eval(tokens)
+
+    monkeypatch.setattr(engine._llm, "eval", tracing_eval)
+    return evals
+
+
+def test_a_reply_starts_on_the_burst_threads_and_says_the_same(
+        engine: LlamaEngine, burst_engine: LlamaEngine,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """After the score, the warm-up hands the reply over (it samples at most the token it
+    was on), and the reply samples its first ``BURST_TOKENS`` on two threads, the rest on
+    one. The words are those of the engine that never bursts."""
+    engine.end_of_turn_probability(FINISHED)
+    plain = _reply(engine, FINISHED, max_tokens=12)
+    evals = _trace_evals(burst_engine, monkeypatch)
+    burst_engine.end_of_turn_probability(FINISHED)
+    burst = _reply(burst_engine, FINISHED, max_tokens=12)
+    assert burst == plain
+    warm = [n for name, n in evals if name == "vb-llm-warm"]
+    own = [n for name, n in evals if name != "vb-llm-warm"]
+    assert len(warm) < llama_llm.LOOKAHEAD_TOKENS - 1 and set(warm) <= {1}
+    # Each evaluation samples the next token: the one after token i is evaluated with
+    # the threads in force once i tokens were yielded.
+    sampled = len(warm) + 1
+    expect = [2 if sampled + i < llama_llm.BURST_TOKENS else 1 for i in range(len(own))]
+    assert own == expect and 2 in own and 1 in own
+    # Back on one thread for the warm-ups while the user speaks.
+    burst_engine.prefill(UNFINISHED)
+    assert int(__import__("llama_cpp").llama_n_threads(burst_engine._llm._ctx.ctx)) == 1
+
+
+def test_a_reply_without_a_score_bursts_from_its_prefill(
+        burst_engine: LlamaEngine, monkeypatch: pytest.MonkeyPatch) -> None:
+    evals = _trace_evals(burst_engine, monkeypatch)
+    words = _reply(burst_engine, UNFINISHED, max_tokens=10)
+    assert len(words) == 10
+    threads = [n for _, n in evals]
+    assert threads[: llama_llm.BURST_TOKENS - 1] == [2] * (llama_llm.BURST_TOKENS - 1)
+    assert set(threads[llama_llm.BURST_TOKENS - 1 :]) == {1}
 
 
 def test_a_reply_to_other_words_drops_the_reply_begun(engine: LlamaEngine) -> None:
