@@ -40,7 +40,7 @@ clause). The reply to those messages takes them over, with the rest of the same 
 a reply to other words drops them. Sampled as the reply would sample them: the same
 prompt in the cache, the same seed and settings, so a reply is the same either way."""
 
-BURST_TOKENS = 5
+BURST_TOKENS = 4
 """Reply tokens sampled on ``burst_threads`` (about the first clause: up to three words
 and the start of the fourth): nothing else computes while the user waits for them, and
 after them the TTS needs the cores for the first clause."""
