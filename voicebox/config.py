@@ -150,6 +150,11 @@ class LlmConfig:
     max_reply_tokens: int = 40
     context_tokens: int = 1024
     threads: int = 1
+    burst_threads: int | None = None
+    """llama.cpp's threads for the start of a reply (the prompt's end and the first tokens,
+    up to about the first clause), when nothing else computes; ``threads`` the rest of the
+    time. None: every core the process may use; 1: no burst. Applies to ``engine =
+    "llama"`` and the emulated card's stand-in."""
     requantize: str = "Q8_0"
     """Load a GGUF whose weights llama.cpp has no batched prompt kernel for (Q4_1, as the
     packaged SmolLM2 is; Q5_1) requantized to this type, made once and cached
@@ -167,6 +172,8 @@ class LlmConfig:
         _check(self.max_reply_tokens > 0, "max_reply_tokens", "must be > 0")
         _check(self.context_tokens >= 256, "context_tokens", "must be >= 256")
         _check(self.threads >= 1, "threads", "must be >= 1")
+        _check(self.burst_threads is None or self.burst_threads >= 1, "burst_threads",
+               "must be >= 1")
         _check(self.requantize in ("Q8_0", "off"), "requantize", "must be Q8_0 or off")
 
 

@@ -115,3 +115,30 @@ def test_the_configured_requantize_reaches_the_llm(
     with pytest.raises(StandInError, match="recorded"):
         load_llm(Config(llm=LlmConfig(engine=engine, requantize=setting)))
     assert seen["requantize"] == expected
+
+
+@pytest.mark.parametrize("engine", ["emulated", "llama"])
+def test_the_configured_burst_threads_reach_the_llm(
+        monkeypatch: pytest.MonkeyPatch, engine: str) -> None:
+    """``[llm] burst_threads`` reaches the engine that runs llama.cpp (the stand-in's too);
+    0 is refused."""
+    from voicebox.card import factory
+    from voicebox.config import Config, ConfigError, LlmConfig
+    from voicebox.engines import llama_llm
+    from voicebox.runtime.build import load_llm
+
+    seen: dict[str, object] = {}
+
+    class Recorder:
+        def __init__(self, path: Path, **kwargs: object) -> None:
+            seen.update(kwargs)
+            raise StandInError("recorded")
+
+    monkeypatch.setattr(factory, "LlamaStandIn", Recorder)
+    monkeypatch.setattr(llama_llm, "LlamaEngine", Recorder)
+    for setting in (None, 1, 3):
+        with pytest.raises(StandInError, match="recorded"):
+            load_llm(Config(llm=LlmConfig(engine=engine, burst_threads=setting)))
+        assert seen["burst_threads"] == setting
+    with pytest.raises(ConfigError, match="burst_threads"):
+        LlmConfig(engine=engine, burst_threads=0)

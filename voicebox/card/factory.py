@@ -38,6 +38,7 @@ def build_card_engine(
     faults: tuple[Fault, ...] = (),
     threads: int | None = None,
     requantize: str | None = DEFAULT_TARGET,
+    burst_threads: int | None = None,
 ) -> CardLlmEngine:
     """The LlmEngine for ``--engine emulated`` or ``--engine pcie``.
 
@@ -50,7 +51,8 @@ def build_card_engine(
     """
     if engine == "emulated":
         return _emulated(
-            find_profile(profile or DEFAULT_PROFILE), device, stand_in, faults, threads, requantize
+            find_profile(profile or DEFAULT_PROFILE), device, stand_in, faults, threads,
+            requantize, burst_threads,
         )
     if engine == "pcie":
         if not device:
@@ -66,10 +68,12 @@ def _emulated(
     faults: tuple[Fault, ...],
     threads: int | None,
     requantize: str | None,
+    burst_threads: int | None,
 ) -> CardLlmEngine:
     path = stand_in_path or packaged_path("llm")
     model = LlamaStandIn(path, context_tokens=max(512, profile.context.context_tokens),
-                         threads=threads, requantize=requantize)
+                         threads=threads, requantize=requantize,
+                         burst_threads=burst_threads)
     check_stand_in(profile, model.file_name, model.architecture)  # before loading weights
     model.load()
     if device and device.startswith("tcp://"):

@@ -88,6 +88,7 @@ class LlamaStandIn:
         context_tokens: int,
         threads: int | None = None,
         requantize: str | None = DEFAULT_TARGET,
+        burst_threads: int | None = None,
     ) -> None:
         check_gguf(model_path)
         meta = read_gguf_metadata(model_path, ("general.architecture",))
@@ -97,6 +98,7 @@ class LlamaStandIn:
         self._context_tokens = context_tokens
         self._threads = threads
         self._requantize = requantize
+        self._burst_threads = burst_threads
         self._engine: LlamaEngine | None = None
 
     def load(self) -> None:
@@ -104,7 +106,7 @@ class LlamaStandIn:
         if self._engine is None:
             self._engine = LlamaEngine(
                 self.model_path, context_tokens=self._context_tokens, threads=self._threads,
-                requantize=self._requantize,
+                requantize=self._requantize, burst_threads=self._burst_threads,
             )
 
     def _loaded(self) -> LlamaEngine:

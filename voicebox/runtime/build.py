@@ -36,12 +36,13 @@ def load_llm(config: Config) -> LlmEngine:
         return LlamaEngine(
             config.models.llm or packaged_path("llm"),
             context_tokens=llm.context_tokens, threads=llm.threads,
-            requantize=requantize_target(config),
+            burst_threads=llm.burst_threads, requantize=requantize_target(config),
         )
     from voicebox.card.factory import build_card_engine
 
     return build_card_engine(llm.engine, llm.profile, llm.device, stand_in=config.models.llm,
-                             requantize=requantize_target(config))
+                             requantize=requantize_target(config),
+                             burst_threads=llm.burst_threads)
 
 
 def requantize_target(config: Config) -> str | None:
