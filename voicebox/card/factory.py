@@ -39,6 +39,7 @@ def build_card_engine(
     threads: int | None = None,
     requantize: str | None = DEFAULT_TARGET,
     burst_threads: int | None = None,
+    stand_in_nice: int = 0,
 ) -> CardLlmEngine:
     """The LlmEngine for ``--engine emulated`` or ``--engine pcie``.
 
@@ -52,7 +53,7 @@ def build_card_engine(
     if engine == "emulated":
         return _emulated(
             find_profile(profile or DEFAULT_PROFILE), device, stand_in, faults, threads,
-            requantize, burst_threads,
+            requantize, burst_threads, stand_in_nice,
         )
     if engine == "pcie":
         if not device:
@@ -69,6 +70,7 @@ def _emulated(
     threads: int | None,
     requantize: str | None,
     burst_threads: int | None,
+    nice: int,
 ) -> CardLlmEngine:
     path = stand_in_path or packaged_path("llm")
     model = LlamaStandIn(path, context_tokens=max(512, profile.context.context_tokens),
@@ -80,7 +82,7 @@ def _emulated(
         endpoint: Path | TcpAddress = parse_tcp(device)
     else:
         endpoint = Path(device) if device else temp_socket_path()
-    emulator = CardEmulator(profile, model, endpoint)
+    emulator = CardEmulator(profile, model, endpoint, nice=nice)
     for fault in faults:
         emulator.inject(fault)
     emulator.start()
