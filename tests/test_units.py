@@ -439,15 +439,6 @@ def test_worker_stream_waits_while_go_is_clear() -> None:
     assert asyncio.run(main()) == ["0", "1", "2", "3", "4"]
 
 
-def test_the_stand_in_runs_five_below_the_engines() -> None:
-    from voicebox.config import Config
-    from voicebox.runtime.build import STAND_IN_NICE, stand_in_nice
-
-    assert stand_in_nice(Config()) == STAND_IN_NICE == 5
-    assert stand_in_nice(Config(inference_nice=10)) == 15
-    assert stand_in_nice(Config(inference_nice=17)) == 19
-
-
 def test_tts_threads_follow_the_cores_unless_set() -> None:
     import os
 

@@ -34,27 +34,9 @@ MESSAGES = [
 
 @pytest.fixture(scope="module")
 def card() -> Iterator[CardLlmEngine]:
-    engine = build_card_engine("emulated", "hc1-llama3.1-8b", None, threads=1,
-                               stand_in_nice=NICE)
+    engine = build_card_engine("emulated", "hc1-llama3.1-8b", None, threads=1)
     yield engine
     engine.close()
-
-
-NICE = 3
-
-
-def test_the_stand_in_runs_below_the_host(card: CardLlmEngine) -> None:
-    """The emulator's serving thread (which runs the stand-in, and starts its llama.cpp
-    threads) has the nice value asked for; the host's thread keeps its own."""
-    import os
-
-    own = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
-    list(card.stream(MESSAGES, max_tokens=2, cancel=threading.Event()))
-    served = [t for t in threading.enumerate() if t.name == "card-emu"]
-    assert served and all(t.native_id is not None for t in served)
-    assert {os.getpriority(os.PRIO_PROCESS, t.native_id or 0) for t in served} == {
-        max(own, NICE)}
-    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == own
 
 
 def test_real_stand_in_streams_text_pieces(card: CardLlmEngine) -> None:

@@ -32,7 +32,6 @@ from voicebox.card.protocol import (
 from voicebox.card.standin import StandInModel
 from voicebox.card.timing import CardTiming
 from voicebox.card.transport import TcpAddress
-from voicebox.runtime.priority import lower_this_thread
 
 __all__ = ["CardEmulator", "temp_socket_path"]
 
@@ -54,12 +53,7 @@ class CardEmulator:
         *,
         pace: bool = True,
         seed: int = 1,
-        nice: int = 0,
     ) -> None:
-        """``nice``: the nice value of the threads that run the stand-in (each
-        connection's, and the threads those start). A real card's work costs the host
-        nothing; the stand-in's is the host's, so it yields the host's cores to the host's
-        own engines (``runtime.priority``)."""
         self.firmware = EmulatedFirmware(profile, stand_in)
         self.profile = profile
         self.endpoint = endpoint
@@ -67,7 +61,6 @@ class CardEmulator:
         self.address = str(endpoint)
         """What a driver connects to (``tcp://HOST:PORT`` with the port bound)."""
         self.pace = pace
-        self.nice = nice
         self._rng = random.Random(seed)
         self._faults = ArmedFaults()
         self._hung = False
@@ -187,7 +180,6 @@ class CardEmulator:
             self._threads.append(worker)
 
     def _serve(self, conn: HostConnection) -> None:
-        lower_this_thread(self.nice)
         deferred: list[Frame | None] = []
         while not self._stopping.is_set():
             frame = deferred.pop(0) if deferred else conn.inbox.get()

@@ -39,7 +39,6 @@ def build_card_engine(
     threads: int | None = None,
     requantize: str | None = DEFAULT_TARGET,
     burst_threads: int | None = None,
-    stand_in_nice: int = 0,
 ) -> CardLlmEngine:
     """The LlmEngine for ``--engine emulated`` or ``--engine pcie``.
 
@@ -53,7 +52,7 @@ def build_card_engine(
     if engine == "emulated":
         return _emulated(
             find_profile(profile or DEFAULT_PROFILE), device, stand_in, faults, threads,
-            requantize, burst_threads, stand_in_nice,
+            requantize, burst_threads,
         )
     if engine == "pcie":
         if not device:
@@ -70,7 +69,6 @@ def _emulated(
     threads: int | None,
     requantize: str | None,
     burst_threads: int | None,
-    nice: int,
 ) -> CardLlmEngine:
     path = stand_in_path or packaged_path("llm")
     model = LlamaStandIn(path, context_tokens=max(512, profile.context.context_tokens),
@@ -82,7 +80,7 @@ def _emulated(
         endpoint: Path | TcpAddress = parse_tcp(device)
     else:
         endpoint = Path(device) if device else temp_socket_path()
-    emulator = CardEmulator(profile, model, endpoint, nice=nice)
+    emulator = CardEmulator(profile, model, endpoint)
     for fault in faults:
         emulator.inject(fault)
     emulator.start()

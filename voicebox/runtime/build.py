@@ -42,21 +42,7 @@ def load_llm(config: Config) -> LlmEngine:
 
     return build_card_engine(llm.engine, llm.profile, llm.device, stand_in=config.models.llm,
                              requantize=requantize_target(config),
-                             burst_threads=llm.burst_threads,
-                             stand_in_nice=stand_in_nice(config))
-
-
-STAND_IN_NICE = 5
-"""How far below the host's engines the emulated card's stand-in runs. On a real card the
-LLM's work costs the host nothing; the stand-in's is the host's, and at the same nice
-value it took a share of the cores from Piper's first clause (first audio 70 -> 57 ms
-with it below, BENCHMARKS.md section 9)."""
-
-
-def stand_in_nice(config: Config) -> int:
-    """The emulated card's stand-in threads' nice value: ``STAND_IN_NICE`` above the
-    engines' (``inference_nice``), at most 19."""
-    return min(19, (config.inference_nice or 0) + STAND_IN_NICE)
+                             burst_threads=llm.burst_threads)
 
 
 def requantize_target(config: Config) -> str | None:
