@@ -43,10 +43,9 @@ class ClauseSplitter:
     ``min_words`` words. The first clause of a reply closes earlier, at a comma after
     ``first_min_words`` or, failing punctuation, after ``first_max_words`` words, so the
     first audio is short and quick. No clause runs past ``max_words``: Piper's working
-    memory grows with the length of what it speaks at once, ~9 MB a word (joe-medium, two
-    threads, peak over the resident set: +26 MB for 3 words, +53 for 6, +79-90 for 9,
-    +113-120 for 12; +500 MB for 40). At 9 words that made the bench's peak RSS, so 7;
-    a shorter clause also starts sooner.
+    memory grows with the length of what it speaks at once (joe-medium: +98 MB for 6
+    words, +116 MB for 9, +160 MB for 13, +500 MB for 40, two threads), and a shorter
+    clause also starts sooner.
     """
 
     def __init__(
@@ -55,7 +54,7 @@ class ClauseSplitter:
         first_min_words: int = 2,
         min_words: int = 6,
         first_max_words: int = 3,
-        max_words: int = 7,
+        max_words: int = 9,
     ) -> None:
         self._buf = ""
         self._first = True
