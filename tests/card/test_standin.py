@@ -91,17 +91,11 @@ def test_the_configured_llm_is_the_emulated_card_s_stand_in(tmp_path: Path) -> N
         load_llm(config)
 
 
-@pytest.mark.parametrize(("engine", "setting", "expected"),
-                         [("emulated", "off", None), ("emulated", "Q8_0", "Q8_0"),
-                          ("llama", "off", None), ("llama", "Q8_0", "Q8_0")])
-def test_the_configured_requantize_reaches_the_llm(
-    monkeypatch: pytest.MonkeyPatch, engine: str, setting: str, expected: str | None
-) -> None:
-    """``[llm] requantize`` reaches the engine that loads the weights (the stand-in's too)."""
+def _record_llm_arguments(monkeypatch: pytest.MonkeyPatch) -> dict[str, object]:
+    """What ``load_llm`` passes the engine that loads the weights (the llama engine or the
+    card's stand-in), which then stops the load with StandInError("recorded")."""
     from voicebox.card import factory
-    from voicebox.config import Config, LlmConfig
     from voicebox.engines import llama_llm
-    from voicebox.runtime.build import load_llm
 
     seen: dict[str, object] = {}
 
@@ -112,6 +106,20 @@ def test_the_configured_requantize_reaches_the_llm(
 
     monkeypatch.setattr(factory, "LlamaStandIn", Recorder)
     monkeypatch.setattr(llama_llm, "LlamaEngine", Recorder)
+    return seen
+
+
+@pytest.mark.parametrize(("engine", "setting", "expected"),
+                         [("emulated", "off", None), ("emulated", "Q8_0", "Q8_0"),
+                          ("llama", "off", None), ("llama", "Q8_0", "Q8_0")])
+def test_the_configured_requantize_reaches_the_llm(
+    monkeypatch: pytest.MonkeyPatch, engine: str, setting: str, expected: str | None
+) -> None:
+    """``[llm] requantize`` reaches the engine that loads the weights (the stand-in's too)."""
+    from voicebox.config import Config, LlmConfig
+    from voicebox.runtime.build import load_llm
+
+    seen = _record_llm_arguments(monkeypatch)
     with pytest.raises(StandInError, match="recorded"):
         load_llm(Config(llm=LlmConfig(engine=engine, requantize=setting)))
     assert seen["requantize"] == expected
@@ -122,20 +130,10 @@ def test_the_configured_burst_threads_reach_the_llm(
         monkeypatch: pytest.MonkeyPatch, engine: str) -> None:
     """``[llm] burst_threads`` reaches the engine that runs llama.cpp (the stand-in's too);
     0 is refused."""
-    from voicebox.card import factory
     from voicebox.config import Config, ConfigError, LlmConfig
-    from voicebox.engines import llama_llm
     from voicebox.runtime.build import load_llm
 
-    seen: dict[str, object] = {}
-
-    class Recorder:
-        def __init__(self, path: Path, **kwargs: object) -> None:
-            seen.update(kwargs)
-            raise StandInError("recorded")
-
-    monkeypatch.setattr(factory, "LlamaStandIn", Recorder)
-    monkeypatch.setattr(llama_llm, "LlamaEngine", Recorder)
+    seen = _record_llm_arguments(monkeypatch)
     for setting in (None, 1, 3):
         with pytest.raises(StandInError, match="recorded"):
             load_llm(Config(llm=LlmConfig(engine=engine, burst_threads=setting)))
