@@ -245,7 +245,8 @@ class LlamaEngine:
 
     def _set_threads(self, n: int) -> None:
         """The reply context's threads from its next evaluation on (llama.cpp reads them
-        at each decode, so a warm-up thread still sampling picks them up too)."""
+        at each decode). Called on the LLM's own thread with no warm-up sampling: on the
+        warm-up's thread two threads made each token slower (``_Ahead.handover``)."""
         if n != self._threads_now:
             self._llm._ctx.set_n_threads(n, n)
             self._threads_now = n
