@@ -10,6 +10,9 @@ from typing import BinaryIO
 
 from voicebox.errors import ModelError
 
+MAGIC = b"GGUF"
+"""The first four bytes of every GGUF file."""
+
 _GGUF_SCALAR = {
     0: "<B",
     1: "<b",
@@ -33,7 +36,7 @@ def read_metadata(path: Path, keys: Sequence[str]) -> dict[str, object]:
     found: dict[str, object] = {}
     try:
         with path.open("rb") as f:
-            if f.read(4) != b"GGUF":
+            if f.read(4) != MAGIC:
                 raise ModelError(f"not a GGUF file: {path}")
             (version,) = struct.unpack("<I", _read(f, 4))
             if version < 2:

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from voicebox.config import DEFAULT_SYSTEM_PROMPT
+from voicebox.engines import gguf
 from voicebox.engines.protocols import ChatMessage
 from voicebox.engines.requantize import DEFAULT_TARGET, prompt_fast_weights
 from voicebox.errors import ModelError
@@ -44,9 +45,6 @@ BURST_TOKENS = 4
 """Reply tokens sampled on ``burst_threads`` (about the first clause: up to three words
 and the start of the fourth): nothing else computes while the user waits for them, and
 after them the TTS needs the cores for the first clause."""
-
-GGUF_MAGIC = b"GGUF"
-
 
 def default_threads() -> int:
     """Leave one core for the audio thread and the event loop."""
@@ -529,7 +527,7 @@ def check_gguf(path: Path) -> None:
         raise ModelError(f"LLM model file not found: {path}; {hint}")
     with path.open("rb") as f:
         magic = f.read(4)
-    if magic != GGUF_MAGIC:
+    if magic != gguf.MAGIC:
         raise ModelError(f"LLM model file is not GGUF (corrupt?): {path}; {hint}")
 
 

@@ -115,4 +115,3 @@ def _quantize(source: Path, dest: Path, ftype: int) -> None:
         os.replace(part, dest)  # atomic: a reader sees no file or a whole one
     finally:
         part.unlink(missing_ok=True)
-

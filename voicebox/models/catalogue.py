@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from voicebox.engines import gguf
 from voicebox.errors import ModelError, read_text_file
 from voicebox.models.download import file_sha256
 from voicebox.models.locate import package_dir
@@ -324,7 +325,7 @@ def _head(path: Path, count: int) -> bytes:
 
 def _check_gguf(path: Path) -> None:
     head = _head(path, 8)
-    if len(head) < 8 or head[:4] != b"GGUF":
+    if len(head) < 8 or head[:4] != gguf.MAGIC:
         raise ModelError(f"{path} is not a GGUF file (no GGUF magic)")
     (version,) = struct.unpack("<I", head[4:])
     if not 1 <= version <= 3:
