@@ -231,9 +231,7 @@ class LlamaEngine:
         # re-evaluate a fully cached prompt's last token alone, and with Q8_0 weights
         # (llamafile's sgemm for batches, a dot product per row for one token) that
         # changed the sampled reply with what the cache held before.
-        self._settle()
-        self._set_threads(self._burst_threads)
-        self._eval_reply_context(tokens)
+        self._eval_cached(tokens, threads=self._burst_threads)
         return self._completion(tokens, stop)
 
     def _end_burst(self, done: int) -> None:
@@ -352,11 +350,11 @@ class LlamaEngine:
         if ahead is not None and ahead.chunks is not None:
             ahead.chunks.close()
 
-    def _eval_cached(self, tokens: list[int]) -> None:
-        """Evaluate ``tokens``, re-using the longest prefix already in the KV cache (a
-        warm-up, beside the ASR: on ``threads``)."""
+    def _eval_cached(self, tokens: list[int], *, threads: int | None = None) -> None:
+        """Evaluate ``tokens``, re-using the longest prefix already in the KV cache, on
+        ``threads`` (None: the engine's ``threads``, as for a warm-up beside the ASR)."""
         self._settle()
-        self._set_threads(self._threads)
+        self._set_threads(threads or self._threads)
         self._eval_reply_context(tokens)
 
     def _eval_reply_context(self, tokens: list[int]) -> None:
