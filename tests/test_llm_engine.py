@@ -149,6 +149,34 @@ def test_weight_repacking_off_loads_without_extra_buffer_types_and_restores() ->
         assert bindings.llama_model_default_params is default
 
 
+def _kv_bytes(engine: LlamaEngine) -> tuple[int, int]:
+    """The saved-state size of the reply's and the scoring context (their KV caches)."""
+    import llama_cpp
+
+    return (int(llama_cpp.llama_state_get_size(engine._llm._ctx.ctx)),
+            int(llama_cpp.llama_state_get_size(engine._scoring._ctx.ctx)))
+
+
+def test_the_kv_caches_hold_q8_0_and_score_as_f16_ones(engine: LlamaEngine) -> None:
+    """By default both contexts keep their KV caches in Q8_0 (flash attention on): the
+    same tokens take about half the bytes of F16 caches (a little more than half of the
+    saved state, which holds the logits too), and the end-of-turn scores the silence
+    curve was fitted on stay within 0.03 of the F16 engine's."""
+    f16 = LlamaEngine(packaged_path("llm"), context_tokens=1024, threads=1, kv_cache="f16")
+    try:
+        for messages in (FINISHED, UNFINISHED):
+            expected = f16.end_of_turn_probability(messages)
+            assert engine.end_of_turn_probability(messages) == pytest.approx(expected, abs=0.03)
+        f16._settle()
+        engine._settle()
+        for q8_bytes, f16_bytes in zip(_kv_bytes(engine), _kv_bytes(f16), strict=True):
+            assert q8_bytes < 0.8 * f16_bytes  # the saved logits are the same size
+    finally:
+        f16.close()
+    with pytest.raises(ValueError, match="kv_cache"):
+        LlamaEngine(packaged_path("llm"), kv_cache="q4_0")
+
+
 def test_the_model_decodes_on_this_cpu_with_both_contexts_at_once(engine: LlamaEngine) -> None:
     """On an AMX CPU the default load died at its first decode (general protection
     fault); the engine loads without the AMX buffer type there. Here the score and the
