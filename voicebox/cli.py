@@ -289,39 +289,21 @@ def _register(sub: Any, module: str) -> None:
     mod.add_subcommands(sub)
 
 
-MMAP_THRESHOLD_BYTES = 128 * 1024
-"""Allocations from this size up get pages of their own, given back when freed."""
-
-
-def _tune_malloc() -> None:
-    """Two glibc settings, before any thread starts (each can be overridden by glibc's own
-    environment variable):
-
-    - ``M_ARENA_MAX`` 2: glibc gives each thread its own malloc arena; with an engine per
-      thread that fragments into 100+ MB of RSS over a conversation.
-    - ``M_MMAP_THRESHOLD`` 128 KiB, fixed: by default glibc raises the threshold to the
-      size of each mmapped block freed (up to 32 MB), so after Piper's first clause its
-      multi-MB tensors come from the heap, where freed memory stays resident behind
-      smaller live blocks. Over the bench's 19 scenarios in one process the resident set
-      climbed from 511 to 670 MB and peaked at 707; with the threshold fixed it stayed
-      at 515-540 and peaked at 600 (BENCHMARKS.md section 9).
-    """
+def _limit_malloc_arenas() -> None:
+    """glibc gives each thread its own malloc arena; with an engine per thread that
+    fragments into 100+ MB of RSS over a conversation. Two arenas, before any thread."""
     import ctypes
     import ctypes.util
 
     name = ctypes.util.find_library("c")
-    if name is None:
+    if name is None or os.environ.get("MALLOC_ARENA_MAX"):
         return
     with contextlib.suppress(OSError, AttributeError):  # not glibc
-        libc = ctypes.CDLL(name)
-        if not os.environ.get("MALLOC_ARENA_MAX"):
-            libc.mallopt(-8, 2)  # M_ARENA_MAX
-        if not os.environ.get("MALLOC_MMAP_THRESHOLD_"):
-            libc.mallopt(-3, MMAP_THRESHOLD_BYTES)  # M_MMAP_THRESHOLD
+        ctypes.CDLL(name).mallopt(-8, 2)  # M_ARENA_MAX
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    _tune_malloc()
+    _limit_malloc_arenas()
     try:
         args = build_parser().parse_args(argv)
         logging.basicConfig(
