@@ -156,10 +156,10 @@ class LlmConfig:
     time. None: every core the process may use; 1: no burst. Applies to ``engine =
     "llama"`` and the emulated card's stand-in."""
     kv_cache: str = "q8_0"
-    """The type of llama.cpp's KV caches: ``q8_0`` (with flash attention) or ``f16``. Q8_0
-    holds the two 1024-token caches of the SmolLM2 stand-in in 32 MB less (its engine
-    232 -> 200 MB resident here) at the same speed; scores move by at most 0.017.
-    Applies to ``engine = "llama"`` and the emulated card's stand-in."""
+    """The type of the reply's KV cache in llama.cpp: ``q8_0`` (with flash attention) or
+    ``f16``. Q8_0 is smaller and no slower; the end-of-turn score's cache stays F16 (the
+    silence curve was fitted on its scores). Applies to ``engine = "llama"`` and the
+    emulated card's stand-in."""
     requantize: str = "Q8_0"
     """Load a GGUF whose weights llama.cpp has no batched prompt kernel for (Q4_1, as the
     packaged SmolLM2 is; Q5_1) requantized to this type, made once and cached

@@ -47,12 +47,12 @@ and the start of the fourth): nothing else computes while the user waits for the
 after them the TTS needs the cores for the first clause."""
 
 KV_CACHE_TYPES = ("q8_0", "f16")
-"""What the KV caches may hold: ``q8_0`` (the default) with flash attention, or ``f16``."""
+"""What the reply's KV cache may hold: ``q8_0`` (the default) with flash attention, or
+``f16``. The end-of-turn score's cache stays F16 (``_ScoringContext``)."""
 DEFAULT_KV_CACHE = "q8_0"
-"""SmolLM2-135M, two 1024-token contexts, on this 2-core Xeon: the engine's resident set
-232 -> 200 MB after a score and a reply, a token 23.4 -> 21.9 ms on one thread (13.8 ->
-12.9 on two), a 100-token prompt 152 -> 155 ms; end-of-turn scores move by at most 0.017
-(BENCHMARKS.md section 9)."""
+"""SmolLM2-135M, 1024 tokens, on this 2-core Xeon: 11 MB of cache instead of 22.5, and
+a smaller compute buffer with flash attention; a token 23.4 -> 21.9 ms on one thread
+(13.8 -> 12.9 on two), a 100-token prompt 152 -> 155 ms (BENCHMARKS.md section 9)."""
 
 
 def default_threads() -> int:
@@ -113,7 +113,7 @@ class LlamaEngine:
         (None: every usable core): the threads for the start of a reply, from the end of
         the end-of-turn score to the first ``BURST_TOKENS`` tokens, when the user is
         waiting and nothing else computes (here 24 -> 14 ms a token, two threads).
-        ``kv_cache``: the KV caches' type (``KV_CACHE_TYPES``)."""
+        ``kv_cache``: the reply's KV cache type (``KV_CACHE_TYPES``)."""
         if kv_cache not in KV_CACHE_TYPES:
             raise ValueError(f"kv_cache must be one of {', '.join(KV_CACHE_TYPES)}: {kv_cache!r}")
         check_gguf(model_path)
@@ -400,12 +400,19 @@ class _Ahead:
 
 
 class _ScoringContext:
-    """A second llama.cpp context (own KV cache, shared weights) with prefix re-use."""
+    """A second llama.cpp context (own KV cache, shared weights) with prefix re-use.
+
+    Its KV cache is F16 whatever the reply's (``kv_cache``): the silence curve was fitted
+    on F16 scores, and a Q8_0 cache here moved them by up to 0.017, which over every word
+    gap cost ~20 ms of wait at the same cut-offs (BENCHMARKS.md section 9)."""
 
     def __init__(self, llm: Any) -> None:
+        import llama_cpp
         from llama_cpp import _internals
 
         params = type(llm.context_params).from_buffer_copy(llm.context_params)
+        params.type_k = params.type_v = llama_cpp.GGML_TYPE_F16
+        params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
         self._ctx = _internals.LlamaContext(model=llm._model, params=params, verbose=False)
         self._batch = _internals.LlamaBatch(
             n_tokens=int(params.n_batch), embd=0, n_seq_max=1, verbose=False)
