@@ -155,11 +155,6 @@ class LlmConfig:
     up to about the first clause), when nothing else computes; ``threads`` the rest of the
     time. None: every core the process may use; 1: no burst. Applies to ``engine =
     "llama"`` and the emulated card's stand-in."""
-    kv_cache: str = "q8_0"
-    """The type of the reply's KV cache in llama.cpp: ``q8_0`` (with flash attention) or
-    ``f16``. Q8_0 is smaller and no slower; the end-of-turn score's cache stays F16 (the
-    silence curve was fitted on its scores). Applies to ``engine = "llama"`` and the
-    emulated card's stand-in."""
     requantize: str = "Q8_0"
     """Load a GGUF whose weights llama.cpp has no batched prompt kernel for (Q4_1, as the
     packaged SmolLM2 is; Q5_1) requantized to this type, made once and cached
@@ -180,7 +175,6 @@ class LlmConfig:
         _check(self.burst_threads is None or self.burst_threads >= 1, "burst_threads",
                "must be >= 1")
         _check(self.requantize in ("Q8_0", "off"), "requantize", "must be Q8_0 or off")
-        _check(self.kv_cache in ("q8_0", "f16"), "kv_cache", "must be q8_0 or f16")
 
 
 @dataclass(frozen=True, slots=True)

@@ -140,20 +140,3 @@ def test_the_configured_burst_threads_reach_the_llm(
         assert seen["burst_threads"] == setting
     with pytest.raises(ConfigError, match="burst_threads"):
         LlmConfig(engine=engine, burst_threads=0)
-
-
-@pytest.mark.parametrize("engine", ["emulated", "llama"])
-def test_the_configured_kv_cache_reaches_the_llm(
-        monkeypatch: pytest.MonkeyPatch, engine: str) -> None:
-    """``[llm] kv_cache`` reaches the engine that runs llama.cpp (the stand-in's too);
-    a type llama.cpp is not asked for here is refused."""
-    from voicebox.config import Config, ConfigError, LlmConfig
-    from voicebox.runtime.build import load_llm
-
-    seen = _record_llm_arguments(monkeypatch)
-    for setting in ("q8_0", "f16"):
-        with pytest.raises(StandInError, match="recorded"):
-            load_llm(Config(llm=LlmConfig(engine=engine, kv_cache=setting)))
-        assert seen["kv_cache"] == setting
-    with pytest.raises(ConfigError, match="kv_cache"):
-        LlmConfig(engine=engine, kv_cache="q4_0")

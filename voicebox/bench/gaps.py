@@ -98,8 +98,7 @@ class Models:
         models = config.models
         return cls(load_vad(config), build_asr(config),
                    LlamaEngine(models.llm or packaged_path("llm"), context_tokens=1024,
-                               threads=1, requantize=requantize_target(config),
-                               kv_cache=config.llm.kv_cache),
+                               threads=1, requantize=requantize_target(config)),
                    SmartTurnEngine(models.turn or packaged_path("turn")))
 
 

@@ -14,7 +14,6 @@ from voicebox.card.faults import Fault
 from voicebox.card.profile import FirmwareProfile, find_profile
 from voicebox.card.standin import LlamaStandIn, check_stand_in
 from voicebox.card.transport import TcpAddress, parse_tcp
-from voicebox.engines.llama_llm import DEFAULT_KV_CACHE
 from voicebox.engines.requantize import DEFAULT_TARGET
 from voicebox.errors import VoiceboxError
 from voicebox.models.locate import packaged_path
@@ -40,7 +39,6 @@ def build_card_engine(
     threads: int | None = None,
     requantize: str | None = DEFAULT_TARGET,
     burst_threads: int | None = None,
-    kv_cache: str = DEFAULT_KV_CACHE,
 ) -> CardLlmEngine:
     """The LlmEngine for ``--engine emulated`` or ``--engine pcie``.
 
@@ -54,7 +52,7 @@ def build_card_engine(
     if engine == "emulated":
         return _emulated(
             find_profile(profile or DEFAULT_PROFILE), device, stand_in, faults, threads,
-            requantize, burst_threads, kv_cache,
+            requantize, burst_threads,
         )
     if engine == "pcie":
         if not device:
@@ -71,12 +69,11 @@ def _emulated(
     threads: int | None,
     requantize: str | None,
     burst_threads: int | None,
-    kv_cache: str,
 ) -> CardLlmEngine:
     path = stand_in_path or packaged_path("llm")
     model = LlamaStandIn(path, context_tokens=max(512, profile.context.context_tokens),
                          threads=threads, requantize=requantize,
-                         burst_threads=burst_threads, kv_cache=kv_cache)
+                         burst_threads=burst_threads)
     check_stand_in(profile, model.file_name, model.architecture)  # before loading weights
     model.load()
     if device and device.startswith("tcp://"):

@@ -11,7 +11,7 @@ from typing import Protocol
 from voicebox.card.errors import StandInError
 from voicebox.card.profile import FirmwareProfile
 from voicebox.engines import gguf
-from voicebox.engines.llama_llm import DEFAULT_KV_CACHE, LlamaEngine, check_gguf
+from voicebox.engines.llama_llm import LlamaEngine, check_gguf
 from voicebox.engines.protocols import ChatMessage
 from voicebox.engines.requantize import DEFAULT_TARGET
 from voicebox.errors import ModelError
@@ -89,7 +89,6 @@ class LlamaStandIn:
         threads: int | None = None,
         requantize: str | None = DEFAULT_TARGET,
         burst_threads: int | None = None,
-        kv_cache: str = DEFAULT_KV_CACHE,
     ) -> None:
         check_gguf(model_path)
         meta = read_gguf_metadata(model_path, ("general.architecture",))
@@ -100,7 +99,6 @@ class LlamaStandIn:
         self._threads = threads
         self._requantize = requantize
         self._burst_threads = burst_threads
-        self._kv_cache = kv_cache
         self._engine: LlamaEngine | None = None
 
     def load(self) -> None:
@@ -109,7 +107,6 @@ class LlamaStandIn:
             self._engine = LlamaEngine(
                 self.model_path, context_tokens=self._context_tokens, threads=self._threads,
                 requantize=self._requantize, burst_threads=self._burst_threads,
-                kv_cache=self._kv_cache,
             )
 
     def _loaded(self) -> LlamaEngine:

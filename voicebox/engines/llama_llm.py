@@ -46,15 +46,6 @@ BURST_TOKENS = 4
 and the start of the fourth): nothing else computes while the user waits for them, and
 after them the TTS needs the cores for the first clause."""
 
-KV_CACHE_TYPES = ("q8_0", "f16")
-"""What the reply's KV cache may hold: ``q8_0`` (the default) with flash attention, or
-``f16``. The end-of-turn score's cache stays F16 (``_ScoringContext``)."""
-DEFAULT_KV_CACHE = "q8_0"
-"""SmolLM2-135M, 1024 tokens, on this 2-core Xeon: 11 MB of cache instead of 22.5, and
-a smaller compute buffer with flash attention; a token 23.4 -> 21.9 ms on one thread
-(13.8 -> 12.9 on two), a 100-token prompt 152 -> 155 ms (BENCHMARKS.md section 9)."""
-
-
 def default_threads() -> int:
     """Leave one core for the audio thread and the event loop."""
     return max(1, (os.cpu_count() or 2) - 1)
@@ -106,16 +97,12 @@ class LlamaEngine:
         seed: int = 7,
         requantize: str | None = DEFAULT_TARGET,
         burst_threads: int | None = None,
-        kv_cache: str = DEFAULT_KV_CACHE,
     ) -> None:
         """``threads``: llama.cpp's threads while the ASR or the TTS may be busy too (the
         warm-ups while the user speaks, the reply after its first clause). ``burst_threads``
         (None: every usable core): the threads for the start of a reply, from the end of
         the end-of-turn score to the first ``BURST_TOKENS`` tokens, when the user is
-        waiting and nothing else computes (here 24 -> 14 ms a token, two threads).
-        ``kv_cache``: the reply's KV cache type (``KV_CACHE_TYPES``)."""
-        if kv_cache not in KV_CACHE_TYPES:
-            raise ValueError(f"kv_cache must be one of {', '.join(KV_CACHE_TYPES)}: {kv_cache!r}")
+        waiting and nothing else computes (here 24 -> 14 ms a token, two threads)."""
         check_gguf(model_path)
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
@@ -125,14 +112,14 @@ class LlamaEngine:
         self._threads_now = threads
         weights = prompt_fast_weights(model_path, requantize)
         try:
-            self._llm = _load(weights, context_tokens, threads, seed, kv_cache)
+            self._llm = _load(weights, context_tokens, threads, seed)
         except ModelError as exc:
             if weights == model_path:
                 raise
             _LOGGER.warning("%s; loading %s as it is", exc, model_path)
             weights.unlink(missing_ok=True)
             weights = model_path
-            self._llm = _load(weights, context_tokens, threads, seed, kv_cache)
+            self._llm = _load(weights, context_tokens, threads, seed)
         meta = self._llm.metadata
         template = meta.get("tokenizer.chat_template")
         if not template:
@@ -400,19 +387,12 @@ class _Ahead:
 
 
 class _ScoringContext:
-    """A second llama.cpp context (own KV cache, shared weights) with prefix re-use.
-
-    Its KV cache is F16 whatever the reply's (``kv_cache``): the silence curve was fitted
-    on F16 scores, and a Q8_0 cache here moved them by up to 0.017, which over every word
-    gap cost ~20 ms of wait at the same cut-offs (BENCHMARKS.md section 9)."""
+    """A second llama.cpp context (own KV cache, shared weights) with prefix re-use."""
 
     def __init__(self, llm: Any) -> None:
-        import llama_cpp
         from llama_cpp import _internals
 
         params = type(llm.context_params).from_buffer_copy(llm.context_params)
-        params.type_k = params.type_v = llama_cpp.GGML_TYPE_F16
-        params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
         self._ctx = _internals.LlamaContext(model=llm._model, params=params, verbose=False)
         self._batch = _internals.LlamaBatch(
             n_tokens=int(params.n_batch), embd=0, n_seq_max=1, verbose=False)
@@ -463,13 +443,9 @@ def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     return n
 
 
-def _load(path: Path, context_tokens: int, threads: int, seed: int, kv_cache: str) -> Any:
+def _load(path: Path, context_tokens: int, threads: int, seed: int) -> Any:
     """A ``Llama`` on ``path``; ModelError if llama.cpp cannot load it."""
-    import llama_cpp
     from llama_cpp import Llama
-
-    # llama.cpp quantizes the V cache only with flash attention on.
-    kv_type = llama_cpp.GGML_TYPE_Q8_0 if kv_cache == "q8_0" else llama_cpp.GGML_TYPE_F16
 
     amx = cpu_has_amx()
     if amx:
@@ -485,9 +461,6 @@ def _load(path: Path, context_tokens: int, threads: int, seed: int, kv_cache: st
                 n_threads_batch=threads,
                 n_batch=256,
                 seed=seed,
-                type_k=kv_type,
-                type_v=kv_type,
-                flash_attn=kv_cache == "q8_0",
                 verbose=False,
             )
     except (ValueError, RuntimeError) as exc:

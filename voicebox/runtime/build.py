@@ -37,13 +37,12 @@ def load_llm(config: Config) -> LlmEngine:
             config.models.llm or packaged_path("llm"),
             context_tokens=llm.context_tokens, threads=llm.threads,
             burst_threads=llm.burst_threads, requantize=requantize_target(config),
-            kv_cache=llm.kv_cache,
         )
     from voicebox.card.factory import build_card_engine
 
     return build_card_engine(llm.engine, llm.profile, llm.device, stand_in=config.models.llm,
                              requantize=requantize_target(config),
-                             burst_threads=llm.burst_threads, kv_cache=llm.kv_cache)
+                             burst_threads=llm.burst_threads)
 
 
 def requantize_target(config: Config) -> str | None:
