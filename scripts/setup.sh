@@ -8,7 +8,7 @@ run_main=1
 
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-apt_pkgs="libportaudio2 pocketsphinx-testdata cmake build-essential"
+apt_pkgs="libportaudio2 libjemalloc2 pocketsphinx-testdata cmake build-essential"
 # The tests run `listen` through a private PulseAudio server (scripts/listen_pulse.py);
 # where PipeWire already serves PulseAudio clients, installing pulseaudio would replace it.
 dpkg -s pipewire-pulse >/dev/null 2>&1 ||

@@ -291,7 +291,8 @@ def _register(sub: Any, module: str) -> None:
 
 def _limit_malloc_arenas() -> None:
     """glibc gives each thread its own malloc arena; with an engine per thread that
-    fragments into 100+ MB of RSS over a conversation. Two arenas, before any thread."""
+    fragments into 100+ MB of RSS over a conversation. Two arenas, before any thread
+    (for glibc's malloc: under jemalloc this changes nothing)."""
     import ctypes
     import ctypes.util
 
@@ -302,7 +303,45 @@ def _limit_malloc_arenas() -> None:
         ctypes.CDLL(name).mallopt(-8, 2)  # M_ARENA_MAX
 
 
+ALLOCATOR_ENV = "VOICEBOX_MALLOC"
+"""``jemalloc`` (the default) or ``system``: which malloc a ``voicebox`` command runs on."""
+
+
+def _preload_jemalloc() -> None:
+    """Run this command again with jemalloc preloaded, if it is installed (Debian's
+    libjemalloc2, which ``scripts/setup.sh`` installs) and not loaded yet.
+
+    With glibc's malloc the engines' freed buffers stay resident: glibc raises its mmap
+    threshold to the size of each large block freed, so Piper's and Whisper's multi-MB
+    buffers then come from the heap, where they are kept behind smaller live blocks. Over
+    the bench's 19 scenarios in one process the resident set climbed from ~510 to ~670 MB
+    and peaked at 677-711 MB; under jemalloc it peaked at ~640 at the same latency. A
+    fixed glibc threshold kept it at ~600 but cost ~100 ms a turn in page faults
+    (BENCHMARKS.md section 9). ``VOICEBOX_MALLOC=system`` keeps glibc's.
+    """
+    if sys.platform != "linux" or os.environ.get(ALLOCATOR_ENV, "jemalloc") != "jemalloc":
+        return
+    preload = os.environ.get("LD_PRELOAD", "")
+    if "jemalloc" in preload:
+        return  # this is the second start, or the user preloaded it
+    import ctypes.util
+
+    name = ctypes.util.find_library("jemalloc")
+    if name is None:
+        return
+    env = dict(os.environ, LD_PRELOAD=f"{name} {preload}".strip())
+    try:
+        os.execve(sys.executable, list(sys.orig_argv), env)
+    except OSError as exc:
+        print(f"voicebox: running on glibc's malloc: cannot restart with {name}: {exc}",
+              file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """The command line; called without ``argv`` (as the ``voicebox`` program) it first
+    restarts itself on jemalloc (``_preload_jemalloc``)."""
+    if argv is None:
+        _preload_jemalloc()
     _limit_malloc_arenas()
     try:
         args = build_parser().parse_args(argv)
