@@ -330,6 +330,9 @@ def _preload_jemalloc() -> None:
     if name is None:
         return
     env = dict(os.environ, LD_PRELOAD=f"{name} {preload}".strip())
+    # Unused pages go back to the system from jemalloc's own thread, not from whichever
+    # thread frees next (the audio callback's, the event loop's).
+    env.setdefault("MALLOC_CONF", "background_thread:true")
     try:
         os.execve(sys.executable, list(sys.orig_argv), env)
     except OSError as exc:
