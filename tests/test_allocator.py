@@ -70,3 +70,31 @@ def test_a_failed_restart_says_so_and_goes_on(monkeypatch: pytest.MonkeyPatch,
     monkeypatch.setattr(sys, "platform", "linux")
     cli._preload_jemalloc()
     assert "running on glibc's malloc" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("given", "expected"), [(None, "background_thread:true"),
+                                                 ("narenas:1", "narenas:1")])
+def test_the_restart_preloads_jemalloc_with_its_background_thread(
+        monkeypatch: pytest.MonkeyPatch, given: str | None, expected: str) -> None:
+    """jemalloc gives pages back from its own thread (not the audio callback's); a
+    ``MALLOC_CONF`` the user set is kept."""
+    seen: dict[str, object] = {}
+
+    def record(path: str, argv: list[str], env: dict[str, str]) -> None:
+        seen.update(path=path, argv=argv, env=env)
+
+    monkeypatch.setattr(os, "execve", record)
+    monkeypatch.setattr(ctypes.util, "find_library", lambda name: "libjemalloc.so.2")
+    monkeypatch.setattr(sys, "platform", "linux")
+    monkeypatch.setenv("LD_PRELOAD", "libother.so")
+    monkeypatch.delenv(cli.ALLOCATOR_ENV, raising=False)
+    if given is None:
+        monkeypatch.delenv("MALLOC_CONF", raising=False)
+    else:
+        monkeypatch.setenv("MALLOC_CONF", given)
+    cli._preload_jemalloc()
+    env = seen["env"]
+    assert isinstance(env, dict)
+    assert env["LD_PRELOAD"] == "libjemalloc.so.2 libother.so"
+    assert env["MALLOC_CONF"] == expected
+    assert seen["path"] == sys.executable and seen["argv"] == list(sys.orig_argv)
