@@ -319,7 +319,10 @@ def _preload_jemalloc() -> None:
     fixed glibc threshold kept it at ~600 but cost ~100 ms a turn in page faults
     (BENCHMARKS.md section 9). ``VOICEBOX_MALLOC=system`` keeps glibc's.
     """
-    if sys.platform != "linux" or os.environ.get(ALLOCATOR_ENV, "jemalloc") != "jemalloc":
+    choice = os.environ.get(ALLOCATOR_ENV, "jemalloc")
+    if choice not in ("jemalloc", "system"):
+        raise VoiceboxError(f"{ALLOCATOR_ENV}={choice!r}: must be jemalloc or system")
+    if sys.platform != "linux" or choice == "system":
         return
     preload = os.environ.get("LD_PRELOAD", "")
     if "jemalloc" in preload:
@@ -343,10 +346,10 @@ def _preload_jemalloc() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """The command line; called without ``argv`` (as the ``voicebox`` program) it first
     restarts itself on jemalloc (``_preload_jemalloc``)."""
-    if argv is None:
-        _preload_jemalloc()
-    _limit_malloc_arenas()
     try:
+        if argv is None:
+            _preload_jemalloc()
+        _limit_malloc_arenas()
         args = build_parser().parse_args(argv)
         logging.basicConfig(
             level=logging.DEBUG if args.verbose else logging.WARNING,
