@@ -46,6 +46,7 @@ BURST_TOKENS = 4
 and the start of the fourth): nothing else computes while the user waits for them, and
 after them the TTS needs the cores for the first clause."""
 
+
 def default_threads() -> int:
     """Leave one core for the audio thread and the event loop."""
     return max(1, (os.cpu_count() or 2) - 1)

@@ -19,7 +19,9 @@ def tts_threads(config: Config) -> int:
     """The configured TTS threads, or two when this process may run on two cores or more."""
     if config.tts_threads is not None:
         return config.tts_threads
-    return min(2, len(os.sched_getaffinity(0)))
+    from voicebox.engines.llama_llm import usable_cores
+
+    return min(2, usable_cores())
 
 
 def load_vad(config: Config) -> VadEngine:
