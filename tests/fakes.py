@@ -143,3 +143,24 @@ def speechlike(seconds: float, rate: int = 16_000) -> FloatAudio:
 
 def silence(seconds: float, rate: int = 16_000) -> FloatAudio:
     return np.zeros(int(seconds * rate), np.float32)
+
+
+class ChunkedToneTts(ToneTts):
+    """``ToneTts`` handed over in pieces of ``piece_s``, the second and later ones
+    ``delay_s`` after the one before (a slow decoder); ``produced`` notes when each piece
+    was yielded (``time.monotonic``)."""
+
+    def __init__(self, piece_s: float = 0.1, delay_s: float = 0.0, **kwargs: float) -> None:
+        super().__init__(**kwargs)
+        self.piece_s = piece_s
+        self.delay_s = delay_s
+        self.produced: list[float] = []
+
+    def synthesize_chunks(self, text: str) -> Iterator[FloatAudio]:
+        audio = self.synthesize(text)
+        step = int(self.piece_s * 16_000)
+        for i in range(0, audio.shape[0], step):
+            if i:
+                time.sleep(self.delay_s)
+            self.produced.append(time.monotonic())
+            yield audio[i : i + step]

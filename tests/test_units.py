@@ -454,7 +454,7 @@ def test_tts_threads_follow_the_cores_unless_set() -> None:
 
 
 def test_trim_trailing_silence_keeps_a_short_break() -> None:
-    from voicebox.runtime.reply import trim_trailing_silence
+    from voicebox.runtime.clause_audio import trim_trailing_silence
 
     rate = 16_000
     tone = 0.3 * np.sin(2 * np.pi * 440 * np.arange(rate // 2) / rate)
@@ -467,7 +467,7 @@ def test_trim_trailing_silence_keeps_a_short_break() -> None:
 
 
 def test_clause_silences_fit_where_the_reply_was_cut() -> None:
-    from voicebox.runtime.reply import COMMA_PAUSE_MS, fit_clause_audio
+    from voicebox.runtime.clause_audio import COMMA_PAUSE_MS, fit_clause_audio
 
     rate = 16_000
     tone = (0.3 * np.sin(2 * np.pi * 440 * np.arange(rate // 4) / rate)).astype(np.float32)
@@ -489,7 +489,7 @@ def test_clause_silences_fit_where_the_reply_was_cut() -> None:
 def test_real_piper_clause_pause_is_trimmed() -> None:
     from voicebox.engines.piper_tts import PiperTtsEngine
     from voicebox.models.locate import packaged_path
-    from voicebox.runtime.reply import trim_trailing_silence
+    from voicebox.runtime.clause_audio import trim_trailing_silence
 
     tts = PiperTtsEngine(packaged_path("tts"))
     rate = tts.sample_rate_hz

@@ -244,6 +244,11 @@ class Config:
     """Piper's threads; None: two when the process may use two cores or more (a 3-word
     clause 54 -> 30 ms here; they do not spin), else one (on one core two threads only
     take turns: bench p50 470 vs 410 ms)."""
+    tts_chunk_frames: int = 12
+    """Latent frames (256 samples, ~12 ms each at 22.05 kHz) in the first piece of a clause
+    Piper decodes; the rest follows in longer pieces while the first plays
+    (``PiperTtsEngine.synthesize_chunks``). 0: whole clauses. Over the bench's first
+    clauses the first audio came a median 16 ms sooner (BENCHMARKS.md section 9)."""
     asr_tail: bool = False
     """Finals decode only the words the partials have not agreed on (see WhisperAsrEngine).
     Off by default: over the 35 clips of scripts/asr_wer.py it is faster (median 66 vs 87
@@ -271,6 +276,7 @@ class Config:
                "inference_nice", "must be within 0..19")
         _check(self.asr_final_beam >= 1, "asr_final_beam", "must be >= 1")
         _check(self.tts_threads is None or self.tts_threads >= 1, "tts_threads", "must be >= 1")
+        _check(self.tts_chunk_frames >= 0, "tts_chunk_frames", "must be >= 0")
 
 
 def load_config(path: Path | None, **overrides: Any) -> Config:
@@ -301,8 +307,8 @@ def load_config(path: Path | None, **overrides: Any) -> Config:
         unknown = set(values) - known
         _check(not unknown, f"[{name}]", f"has unknown keys: {', '.join(sorted(unknown))}")
         kwargs[name] = cls(**_typed(f"[{name}] ", cls, values))
-    top_level = ("asr_threads", "inference_nice", "tts_threads", "asr_tail", "asr_final_beam",
-                 "asr_mode")
+    top_level = ("asr_threads", "inference_nice", "tts_threads", "tts_chunk_frames", "asr_tail",
+                 "asr_final_beam", "asr_mode")
     top: dict[str, Any] = {key: raw.pop(key) for key in top_level if key in raw}
     _check(not raw, "file", f"has unknown keys: {', '.join(sorted(raw))}")
     return Config(**kwargs, **_typed("", Config, top))

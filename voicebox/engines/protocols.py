@@ -115,6 +115,15 @@ class TtsEngine(Protocol):
 
 
 @runtime_checkable
+class ChunkedTts(Protocol):
+    """A TTS engine that can also hand over a clause's speech a piece at a time."""
+
+    def synthesize_chunks(self, text: str) -> Iterator[FloatAudio]:
+        """Speak ``text`` in pieces at ``sample_rate_hz``, each as soon as it is decoded."""
+        ...
+
+
+@runtime_checkable
 class EndOfTurnScorer(Protocol):
     """An LLM that can say whether the user's words so far make a finished turn."""
 

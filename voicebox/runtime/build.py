@@ -75,7 +75,7 @@ def load_engines(config: Config) -> tuple[VadEngine, Engines]:
     with new_threads_lowered(nice):  # the pools CTranslate2 and onnxruntime start
         asr = build_asr(config)
         tts = PiperTtsEngine(config.models.tts or packaged_path("tts"),
-                             threads=tts_threads(config))
+                             threads=tts_threads(config), chunk_frames=config.tts_chunk_frames)
         turn_model: TurnModel | None = None
         if config.turn.semantic and config.turn.audio_model:
             from voicebox.engines.smart_turn import SmartTurnEngine

@@ -5,15 +5,13 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
-import numpy as np
-
-from voicebox.audio.resample import resample
 from voicebox.audio.ring import PlaybackBuffer
 from voicebox.engines.protocols import (
     AsrEngine,
+    ChunkedTts,
     EndOfTurnScorer,
     FloatAudio,
     LlmEngine,
@@ -27,6 +25,7 @@ from voicebox.events import (
     TranscriptFinal,
     TtsFirstAudio,
 )
+from voicebox.runtime.clause_audio import ClauseAudio
 from voicebox.runtime.clauses import ClauseSplitter, clean
 from voicebox.runtime.intents import IntentMatch, IntentMatcher
 from voicebox.runtime.memory import Conversation
@@ -206,7 +205,7 @@ class Reply:
         if whole:
             text = clean("".join(whole))
             if text:
-                await self._speak(text)
+                await self._speak(text, whole=True)
         for clause in splitter.flush():
             await self._speak(clause)
         self.generating = False
@@ -215,17 +214,38 @@ class Reply:
         return self._engines.asr.transcribe(
             self._audio, final=True, committed=self._committed, draft=self._draft).text
 
-    async def _speak(self, clause: str) -> None:
+    async def _speak(self, clause: str, *, whole: bool = False) -> None:
+        """Synthesize ``clause`` and play it (or hold it) piece by piece as it is decoded;
+        ``whole``: in one piece (the naive pipeline's TTS)."""
         eng = self._engines
         self._emit(lambda t, s: ReplyText(t, s, self.turn, clause))
         t0 = time.monotonic()
-        audio = await eng.tts_worker.run(eng.tts.synthesize, clause)
-        if not self.clauses:
-            self._emit(lambda t, s: TtsFirstAudio(t, s, self.turn, _ms(t0)))
-        audio = resample(audio, eng.tts.sample_rate_hz, self._rate)
         previous = self.clauses[-1][0] if self.clauses else None
-        audio = fit_clause_audio(audio, self._rate, clause, previous)
-        self.clauses.append((clause, audio.shape[0]))
+        fitter = ClauseAudio(clause, previous, eng.tts.sample_rate_hz, self._rate)
+        index = len(self.clauses)
+        self.clauses.append((clause, 0))
+        async for piece in self._synthesized(clause, whole=whole):
+            self._play(fitter.feed(piece), index, t0)
+        self._play(fitter.finish(), index, t0)
+
+    async def _synthesized(self, clause: str, *, whole: bool) -> AsyncIterator[FloatAudio]:
+        eng = self._engines
+        if whole or not isinstance(eng.tts, ChunkedTts):
+            yield await eng.tts_worker.run(eng.tts.synthesize, clause)
+            return
+        tts = eng.tts
+        # Its own stop event: closing the stream sets it, and the reply goes on.
+        async for piece in eng.tts_worker.stream(
+                lambda: tts.synthesize_chunks(clause), threading.Event()):
+            yield piece
+
+    def _play(self, audio: FloatAudio, index: int, t0: float) -> None:
+        if not audio.shape[0]:
+            return
+        if index == 0 and self.clauses[0][1] == 0:
+            self._emit(lambda t, s: TtsFirstAudio(t, s, self.turn, _ms(t0)))
+        text, samples = self.clauses[index]
+        self.clauses[index] = (text, samples + audio.shape[0])
         if self.released:
             self._push(audio)
         else:
@@ -234,64 +254,6 @@ class Reply:
     def _push(self, audio: FloatAudio) -> None:
         self._playback.push(audio, self.turn)
         self.pushed_samples += audio.shape[0]
-
-
-SENTENCE_ENDS = (".", "?", "!", '"', ")")
-BREAKS = (*SENTENCE_ENDS, ",", ";", ":")
-COMMA_PAUSE_MS = 80
-
-
-def fit_clause_audio(
-    audio: FloatAudio, rate_hz: int, clause: str, previous: str | None
-) -> FloatAudio:
-    """One clause's speech, with the synthesizer's silences fitted to where it was cut.
-
-    The first clause starts at once (its lead-in only adds latency), and so does one that
-    goes on from the words of the one before (cut inside a phrase). The synthesizer ends
-    every call with a sentence pause (~200 ms): kept at the end of a sentence, shortened
-    at a comma, nearly gone inside a phrase, where it would sound like a stumble.
-    """
-    if previous is None or not previous.rstrip().endswith(BREAKS):
-        audio = trim_leading_silence(audio, rate_hz)
-    text = clause.rstrip()
-    if not text.endswith(SENTENCE_ENDS):
-        keep_ms = COMMA_PAUSE_MS if text.endswith(BREAKS) else 10
-        audio = trim_trailing_silence(audio, rate_hz, keep_ms=keep_ms)
-    return audio
-
-
-def trim_trailing_silence(
-    audio: FloatAudio, rate_hz: int, floor_dbfs: float = -45.0, keep_ms: int = 40
-) -> FloatAudio:
-    """Drop the quiet after the last loud 2.5 ms but ``keep_ms`` (a clause-break pause)."""
-    span = _loud_span(audio, rate_hz, floor_dbfs)
-    if span is None:
-        return audio
-    end = span[1] + rate_hz * keep_ms // 1000
-    return audio[: min(end, audio.shape[0])]
-
-
-def trim_leading_silence(
-    audio: FloatAudio, rate_hz: int, floor_dbfs: float = -45.0
-) -> FloatAudio:
-    """Drop the synthesizer's quiet lead-in (it only adds latency); keep 5 ms before onset."""
-    span = _loud_span(audio, rate_hz, floor_dbfs)
-    if span is None:
-        return audio
-    return audio[max(0, span[0] - rate_hz // 200) :]
-
-
-def _loud_span(audio: FloatAudio, rate_hz: int, floor_dbfs: float) -> tuple[int, int] | None:
-    """First and past-the-last sample of the 2.5 ms blocks louder than ``floor_dbfs``."""
-    hop = max(1, rate_hz // 400)
-    n = audio.shape[0] // hop * hop
-    if n == 0:
-        return None
-    rms = np.sqrt((audio[:n].reshape(-1, hop) ** 2).mean(axis=1))
-    loud = np.flatnonzero(rms > 10 ** (floor_dbfs / 20))
-    if loud.size == 0:
-        return None
-    return int(loud[0]) * hop, (int(loud[-1]) + 1) * hop
 
 
 def _ms(t0: float) -> float:

@@ -6,7 +6,7 @@ import asyncio
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from typing import TypeVar, cast
 
 from voicebox.runtime.priority import lower_this_thread
 
@@ -30,10 +30,10 @@ class EngineWorker:
 
     async def stream(
         self,
-        make: Callable[[], Iterator[str]],
+        make: Callable[[], Iterator[T]],
         cancel: threading.Event,
         go: threading.Event | None = None,
-    ) -> AsyncIterator[str]:
+    ) -> AsyncIterator[T]:
         """Iterate a blocking generator on the worker thread, yielding in the loop.
 
         Setting ``cancel`` (as closing this iterator does) makes the producer stop at
@@ -65,8 +65,7 @@ class EngineWorker:
                     break
                 if isinstance(item, BaseException):
                     raise item
-                assert isinstance(item, str)
-                yield item
+                yield cast(T, item)  # what ``make`` yielded
         finally:
             cancel.set()
             if not future.done():
