@@ -147,20 +147,21 @@ def silence(seconds: float, rate: int = 16_000) -> FloatAudio:
 
 class ChunkedToneTts(ToneTts):
     """``ToneTts`` handed over in pieces of ``piece_s``, the second and later ones
-    ``delay_s`` after the one before (a slow decoder); ``produced`` notes when each piece
-    was yielded (``time.monotonic``)."""
+    ``delay_s`` after the one before (a slow decoder); ``produced`` notes for each piece
+    which call it came from (counting from 0) and when it was yielded (``time.monotonic``)."""
 
     def __init__(self, piece_s: float = 0.1, delay_s: float = 0.0, **kwargs: float) -> None:
         super().__init__(**kwargs)
         self.piece_s = piece_s
         self.delay_s = delay_s
-        self.produced: list[float] = []
+        self.produced: list[tuple[int, float]] = []
 
     def synthesize_chunks(self, text: str) -> Iterator[FloatAudio]:
         audio = self.synthesize(text)
+        call = len(self.spoken) - 1
         step = int(self.piece_s * 16_000)
         for i in range(0, audio.shape[0], step):
             if i:
                 time.sleep(self.delay_s)
-            self.produced.append(time.monotonic())
+            self.produced.append((call, time.monotonic()))
             yield audio[i : i + step]

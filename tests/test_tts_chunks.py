@@ -11,10 +11,18 @@ import numpy as np
 import pytest
 import soxr
 
-from tests.fakes import ChunkedToneTts, EnergyVad, ToneTts, fake_engines, silence, speechlike
+from tests.fakes import (
+    ChunkedToneTts,
+    EnergyVad,
+    ScriptedLlm,
+    ToneTts,
+    fake_engines,
+    silence,
+    speechlike,
+)
 from voicebox.audio.resample import StreamResampler
 from voicebox.config import Config
-from voicebox.events import EventLog, PlaybackStarted, TtsFirstAudio
+from voicebox.events import EventLog, Interrupted, PlaybackStarted, TtsFirstAudio
 from voicebox.runtime.clause_audio import COMMA_PAUSE_MS, ClauseAudio, fit_clause_audio
 from voicebox.runtime.session import SimulationResult, simulate
 
@@ -95,9 +103,11 @@ def test_stream_resampler_flush_gives_the_whole_buffers_length() -> None:
     assert same.process(audio).shape == audio.shape and same.flush().shape == (0,)
 
 
-def _simulate(tts: ToneTts) -> SimulationResult:
-    eng = fake_engines(tts=tts)
-    audio = np.concatenate([silence(0.5), speechlike(1.0), silence(3.0)])
+def _simulate(tts: ToneTts, audio: np.ndarray | None = None,
+              llm: ScriptedLlm | None = None) -> SimulationResult:
+    eng = fake_engines(tts=tts, llm=llm)
+    if audio is None:
+        audio = np.concatenate([silence(0.5), speechlike(1.0), silence(3.0)])
 
     async def go() -> SimulationResult:
         return await asyncio.wait_for(
@@ -117,11 +127,26 @@ def test_a_reply_starts_playing_before_its_first_clause_is_synthesized() -> None
     first = next(e for e in result.events if isinstance(e, TtsFirstAudio))
     started = next(e for e in result.events if isinstance(e, PlaybackStarted))
     assert first.compute_ms < 300  # the first piece, not the whole clause (>= 0.4 s)
-    assert started.t < tts.produced[1]  # playing before the second piece existed
+    assert started.t < tts.produced[1][1]  # playing before the second piece existed
     # Every piece reached the speaker: the output holds the whole reply's tone.
     whole = sum(ToneTts().synthesize(t).shape[0] for t in tts.spoken)
     loud = int(np.count_nonzero(np.abs(result.output) > 0.01))
     assert loud >= 0.95 * whole
+
+
+def test_a_barge_in_stops_the_decoder_after_the_piece_it_is_on() -> None:
+    llm = ScriptedLlm("One two three four five six seven eight nine.")
+    # The first clause ("One two three") is 30 pieces, 50 ms apart: 1.5 s of decoding.
+    tts = ChunkedToneTts(piece_s=0.1, delay_s=0.05, seconds_per_word=1.0)
+    audio = np.concatenate([silence(0.3), speechlike(0.8), silence(1.6), speechlike(0.8),
+                            silence(3.0)])
+    result = _simulate(tts, audio, llm)
+    inter = next(e for e in result.events if isinstance(e, Interrupted))
+    assert inter.heard_text and inter.heard_text.startswith("One")
+    first = [t for call, t in tts.produced if call == 0]
+    assert first[0] < inter.t  # it was playing when the user barged in...
+    assert len(first) < 30  # ...and was still being decoded:
+    assert max(first) < inter.t + 0.2  # it stopped after the piece it was on
 
 
 def test_a_tts_without_pieces_still_speaks_whole_clauses() -> None:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from voicebox.audio.ring import PlaybackBuffer
@@ -224,20 +225,19 @@ class Reply:
         fitter = ClauseAudio(clause, previous, eng.tts.sample_rate_hz, self._rate)
         index = len(self.clauses)
         self.clauses.append((clause, 0))
-        async for piece in self._synthesized(clause, whole=whole):
-            self._play(fitter.feed(piece), index, t0)
-        self._play(fitter.finish(), index, t0)
-
-    async def _synthesized(self, clause: str, *, whole: bool) -> AsyncIterator[FloatAudio]:
-        eng = self._engines
-        if whole or not isinstance(eng.tts, ChunkedTts):
-            yield await eng.tts_worker.run(eng.tts.synthesize, clause)
-            return
         tts = eng.tts
-        # Its own stop event: closing the stream sets it, and the reply goes on.
-        async for piece in eng.tts_worker.stream(
-                lambda: tts.synthesize_chunks(clause), threading.Event()):
-            yield piece
+        if whole or not isinstance(tts, ChunkedTts):
+            audio = await eng.tts_worker.run(tts.synthesize, clause)
+            self._play(fitter.feed(audio), index, t0)
+        else:
+            # Its own stop event, set when the stream closes (at its end, or at once when
+            # the reply is cancelled): the decoder stops after the piece it is on.
+            stream = eng.tts_worker.stream(lambda: tts.synthesize_chunks(clause),
+                                           threading.Event())
+            async with contextlib.aclosing(stream) as pieces:
+                async for piece in pieces:
+                    self._play(fitter.feed(piece), index, t0)
+        self._play(fitter.finish(), index, t0)
 
     def _play(self, audio: FloatAudio, index: int, t0: float) -> None:
         if not audio.shape[0]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar, cast
 
@@ -33,7 +33,7 @@ class EngineWorker:
         make: Callable[[], Iterator[T]],
         cancel: threading.Event,
         go: threading.Event | None = None,
-    ) -> AsyncIterator[T]:
+    ) -> AsyncGenerator[T, None]:
         """Iterate a blocking generator on the worker thread, yielding in the loop.
 
         Setting ``cancel`` (as closing this iterator does) makes the producer stop at
