@@ -246,3 +246,17 @@ def test_final_beam_is_what_the_config_asks_for() -> None:
     # On this clip the two decodes differ ("old-sposed" / "ill-disposed"), so the
     # comparison above could tell the engines apart.
     assert got != beam.transcribe(audio, final=True).text
+
+
+@pytest.mark.slow
+def test_a_looping_final_is_decoded_again_without_repeats(
+    engine: AsrEngine, caplog: pytest.LogCaptureFixture
+) -> None:
+    """"five five" loops on the 10 s window ("5, 5, 5,"); the retry on the same encoder
+    output with no trigram repeated gets it right without the 30 s window's encode."""
+    with caplog.at_level("DEBUG", logger="voicebox.engines.whisper_asr"):
+        text = engine.transcribe(read_clip("cards/004"), final=True).text
+    assert words(text) == ["five", "five"], text
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("decoded without repeats" in m for m in messages), messages
+    assert not any("full-window retry" in m for m in messages), messages

@@ -45,6 +45,11 @@ _MIN_AUDIO_S = 0.1
 """Shorter audio is returned as empty text."""
 _MIN_REST_S = 1.0
 """Audio left after an early stop that is worth another decoder pass."""
+_NO_REPEAT_TOKENS = 3
+"""A degenerate final is first decoded again on the same encoder output with no token
+trigram said twice (CTranslate2's ``no_repeat_ngram_size``): a loop cannot form, and it
+costs a decode (~40 ms for a card command here) where the 30 s window costs an encode
+and a decode (~480 ms; seconds on a Raspberry Pi)."""
 _SEAM_WORDS = 3
 """Committed words decoded again in a tail final: the first is forced as the decoder's
 first word (so it goes on from there instead of starting the utterance over), the rest
@@ -63,8 +68,9 @@ class WhisperAsrEngine:
     itself, so: decoding is timed (text timed past the end of the audio is dropped), the
     output length is capped by the audio duration, and a result that still looks
     degenerate (loops, too many words per second, compression ratio, low log probability)
-    is decoded again on the full 30 s window when ``final``, or trimmed at its first loop
-    when partial. ``prompt`` goes in as Whisper's ``<|startofprev|>`` context.
+    is trimmed at its first loop when partial; when ``final`` it is decoded again on the
+    same encoder output with no token trigram repeated, and only if that still fails the
+    checks on the full 30 s window. ``prompt`` goes in as Whisper's ``<|startofprev|>`` context.
 
     A final given ``committed`` words (settled by the partials, see ``committed_prefix``)
     first tries to decode only the rest: the committed words but the last ``seam_words``
@@ -304,7 +310,14 @@ class WhisperAsrEngine:
         if not final or not self._fallback or window_s >= _FULL_WINDOW_S:
             _LOGGER.debug("degenerate %r; trimming", short.text)
             return trim_loop(short.text), None
-        _LOGGER.debug("degenerate %r on %.1f s window; full-window retry", short.text, window_s)
+        unlooped = self._decode(
+            audio, window_s, beam, prompt_ids, encoded, no_repeat=_NO_REPEAT_TOKENS)
+        if not is_silence(unlooped) and not looks_degenerate(unlooped, audio_s):
+            _LOGGER.debug("degenerate %r on %.1f s window; decoded without repeats: %r",
+                          short.text, window_s, unlooped.text)
+            return unlooped.text, unlooped.resume_s
+        _LOGGER.debug("degenerate %r on %.1f s window, %r without repeats; full-window retry",
+                      short.text, window_s, unlooped.text)
         full = self._decode(audio, _FULL_WINDOW_S, beam, prompt_ids)
         if is_silence(full):
             return "", None
@@ -340,7 +353,11 @@ class WhisperAsrEngine:
         beam: int,
         prompt: list[int],
         encoded: ctranslate2.StorageView | None = None,
+        *,
+        no_repeat: int = 0,
     ) -> Decoded:
+        """One beam search over ``audio`` on a ``window_s`` window; ``no_repeat`` > 0
+        forbids any token n-gram of that length from occurring twice."""
         # Decoding with timestamps: text timed after the end of the audio (a short
         # window's typical loop: the utterance said again) can be dropped, and on long
         # audio the untimed decoder tends to stop after the first sentence.
@@ -356,6 +373,7 @@ class WhisperAsrEngine:
             return_no_speech_prob=True,
             suppress_blank=True,
             suppress_tokens=[-1],
+            no_repeat_ngram_size=no_repeat,
         )[0]
         ids: list[int] = list(result.sequences_ids[0])
         avg_logprob = float(result.scores[0]) * len(ids) / (len(ids) + 1)
