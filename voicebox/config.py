@@ -256,7 +256,9 @@ class Config:
     reply-ready time much, its restarts (a tail decode thrown away) widened p90 (590 vs
     522 ms) and its spelling of one ambiguous word cost WER (0.078 vs 0.061). Measured
     again with the quoted end-of-turn score (BENCHMARKS.md section 2): final ASR 73 vs 95
-    ms, but its spellings ("ill disposed") move the score: p50 590 vs 480-555 ms."""
+    ms, but its spellings ("ill disposed") move the score: p50 590 vs 480-555 ms. Again on
+    an EPYC host (2026-12-05, three runs against two): p50 405-500 vs 430-440 ms, p90 709
+    vs 688-696, WER 0.053-0.058 vs 0.063."""
     asr_final_beam: int = 5
     """Beam width of the final transcript (partials decode greedily). One is the fast
     setting (``configs/fast-asr.toml``): the final of the 6.5 s LibriVox sentence takes
