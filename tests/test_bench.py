@@ -16,11 +16,19 @@ from voicebox.audio.wav import read_wav, write_wav
 from voicebox.bench.compare import judge_difference, ratios
 from voicebox.bench.naive import naive_config
 from voicebox.bench.run import BenchResult, from_dict, summarise, to_dict
-from voicebox.bench.score import assign_turns, normalise, score, wer
+from voicebox.bench.score import assign_turns, held_by, normalise, score, wer
 from voicebox.bench.targets import check
 from voicebox.config import Config, load_config
 from voicebox.errors import VoiceboxError
-from voicebox.events import Event, PlaybackStarted, SpeechStarted, TranscriptFinal, TurnEnded
+from voicebox.events import (
+    EndOfTurnScored,
+    Event,
+    PlaybackStarted,
+    SpeechStarted,
+    TranscriptFinal,
+    TtsFirstAudio,
+    TurnEnded,
+)
 
 RATE = 16_000
 V2V = Path(__file__).resolve().parents[2] / "shared" / "bench" / "v2v.py"
@@ -143,6 +151,38 @@ def test_split_turn_transcripts_are_joined(tmp_path: Path) -> None:
     assert ours.turns[0].event_latency_ms == 900
     assert ours.turns[0].stages["asr_final_ms"] == 80.0
     assert ours.turns[1].transcript == "two of hearts"
+
+
+def test_each_turn_says_whether_the_wait_or_the_compute_held_it(tmp_path: Path) -> None:
+    from voicebox.bench.report import BenchReport, markdown
+
+    events: list[Event] = [
+        # Turn 0 (ends 2.0 s): scored at a pause first, then at its end; the reply was
+        # ready at +250 ms and waited for the turn to be confirmed at +400.
+        SpeechStarted(0.0, 0.6, 0), EndOfTurnScored(0.0, 1.5, 0, 0.2, 0.1, None, 750),
+        EndOfTurnScored(0.0, 2.2, 0, 0.9, 0.45, None, 200),
+        TtsFirstAudio(0.0, 2.25, 0, 40.0), TurnEnded(0.0, 2.4, 0, 2.04, 224, "semantic"),
+        PlaybackStarted(0.0, 2.41, 0, 370.0),
+        # Turn 1 (ends 5.0 s): confirmed at +100 ms, its reply ready only at +300.
+        SpeechStarted(0.0, 4.1, 1), TurnEnded(0.0, 5.1, 1, 5.04, 64, "semantic"),
+        TtsFirstAudio(0.0, 5.3, 1, 40.0), PlaybackStarted(0.0, 5.31, 1, 270.0),
+    ]
+    ours, _ = _both(tmp_path, TWO_TURNS, _output(7.0, [(2.41, 2.9), (5.31, 5.8)]), events)
+    first, second = ours.turns
+    assert first.stages["eot_score"] == 0.9 and first.stages["eot_silence_ms"] == 200
+    assert "eot_score" not in second.stages
+    assert held_by(first.stages) == ("wait", 150)
+    assert held_by(second.stages) == ("compute", 200)
+    assert held_by({"reply_ready_ms": 300}) is None
+
+    result = BenchResult("voicebox", [ours], 2.0, 500.0, 30.0, 2, 10.0)
+    result.summary = summarise(result)
+    assert result.summary["held_by_wait"] == 1 and result.summary["held_by_compute"] == 1
+    text = markdown(BenchReport(command="c", main=result, others=[], ratios={},
+                                checks=check(result.summary)))
+    assert "waited for the turn to be confirmed): 1; by compute" in text
+    assert "| 400 | 250 | wait 150 | 0.9 | 200 |" in text
+    assert "| 100 | 300 | compute 200 |  |  |" in text
 
 
 def test_naive_config_matches_the_config_file() -> None:

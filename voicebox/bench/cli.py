@@ -226,7 +226,8 @@ def _print(report: BenchReport) -> None:
               f"{sm['turns']}, cutoffs {sm['cutoffs']}, WER {sm['wer']} (whole-utterance "
               f"{sm['wer_whole_asr']}), idle CPU {sm['idle_cpu_pct']}%, run CPU "
               f"{sm['run_cpu_pct']}%, peak RSS {sm['peak_rss_mb']} MB, other processes "
-              f"{sm['background_cpu_pct']}%")
+              f"{sm['background_cpu_pct']}%; turns held by the end-of-turn wait "
+              f"{sm.get('held_by_wait')}, by compute {sm.get('held_by_compute')}")
     for name, rt in report.ratios.items():
         print(f"== {name}: p50 x{rt['p50_ratio']}, p90 x{rt['p90_ratio']} "
               f"({rt['scenarios']} scenarios: {rt['other_p50_ms']}/{rt['main_p50_ms']} ms, "

@@ -10,6 +10,7 @@ from typing import Any
 
 from voicebox.bench.compare import turns_apart_text
 from voicebox.bench.run import BenchResult
+from voicebox.bench.score import held_by
 from voicebox.bench.targets import TargetCheck, check
 
 RUN_TITLES = {"voicebox": "main run", "naive": "naive sequential pipeline",
@@ -182,18 +183,30 @@ def markdown(report: BenchReport) -> str:
 
 
 def _run_section(r: BenchResult) -> list[str]:
+    sm = r.summary
     lines = [f"\n## {r.label}: {RUN_TITLES.get(r.label, r.label)}\n",
              f"![{r.label} waterfall]({r.label}_waterfall.png)\n", "Stage medians (ms): " +
-             ", ".join(f"{k} {v}" for k, v in r.summary["stages_median_ms"].items()) + "\n",
-             "| scenario | turn | latency ms | event ms | confirmed ms | ASR ms | LLM 1st ms | "
-             "TTS 1st ms | barge stop ms | heard (pipeline ASR) | whole-utterance ASR |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             ", ".join(f"{k} {v}" for k, v in sm["stages_median_ms"].items()) + "\n",
+             f"Turns held by the end-of-turn wait (the reply was ready and waited for the "
+             f"turn to be confirmed): {sm.get('held_by_wait')}; by compute (the turn was "
+             f"confirmed before the reply was ready): {sm.get('held_by_compute')}. "
+             "\"held by\" below says which, and by how many ms; \"EOT score\" is the "
+             "end-of-turn score at the turn's end and \"silence ms\" the silence it asked "
+             "for.\n",
+             "| scenario | turn | latency ms | event ms | confirmed ms | ready ms | held by | "
+             "EOT score | silence ms | ASR ms | LLM 1st ms | TTS 1st ms | barge stop ms | "
+             "heard (pipeline ASR) | whole-utterance ASR |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for s in r.scores:
         for i, t in enumerate(s.turns):
             st = t.stages
+            held = held_by(st)
             lines.append(
                 f"| {s.name} | {i} | {t.latency_ms} | {t.event_latency_ms} | "
-                f"{st.get('turn_confirmed_ms')} | {st.get('asr_final_ms')} | "
+                f"{st.get('turn_confirmed_ms')} | {st.get('reply_ready_ms')} | "
+                f"{f'{held[0]} {held[1]:.0f}' if held else ''} | "
+                f"{st.get('eot_score', '')} | {st.get('eot_silence_ms', '')} | "
+                f"{st.get('asr_final_ms')} | "
                 f"{st.get('llm_first_token_ms')} | {st.get('tts_first_audio_ms')} | "
                 f"{s.barge_stop_ms if s.barge_stop_ms and i == len(s.turns) - 1 else ''} | "
                 f"{t.transcript} | {t.whole_asr_text if t.whole_asr_text is not None else ''} |")

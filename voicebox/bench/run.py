@@ -18,7 +18,7 @@ import numpy as np
 
 from voicebox.audio.wav import read_wav, write_wav
 from voicebox.bench import scenarios
-from voicebox.bench.score import ScenarioScore, TurnScore, loud_onsets, score, wer
+from voicebox.bench.score import ScenarioScore, TurnScore, held_by, loud_onsets, score, wer
 from voicebox.config import Config
 from voicebox.events import EventLog
 from voicebox.runtime.build import close_engines, load_engines
@@ -185,6 +185,8 @@ def summarise(result: BenchResult) -> dict[str, Any]:
     barge = [b for s in result.scores for b in s.barge_stop_ms]
     whole = [(t.reference, t.whole_asr_text) for t in turns if t.whole_asr_text is not None]
 
+    held = [h for t in turns if t.latency_ms is not None and (h := held_by(t.stages))]
+
     def stage(name: str) -> float | None:
         vals = [t.stages[name] for t in turns if name in t.stages]
         return round(statistics.median(vals), 1) if vals else None
@@ -208,6 +210,8 @@ def summarise(result: BenchResult) -> dict[str, Any]:
         "cores": result.cores,
         "wall_s": result.wall_s,
         "background_cpu_pct": result.background_cpu_pct,
+        "held_by_wait": sum(1 for h in held if h[0] == "wait"),
+        "held_by_compute": sum(1 for h in held if h[0] == "compute"),
         "stages_median_ms": {k: stage(k) for k in (
             "vad_end_error_ms", "turn_confirmed_ms", "asr_final_ms", "llm_first_token_ms",
             "tts_first_audio_ms", "reply_ready_ms")},

@@ -11,6 +11,7 @@ import numpy as np
 from voicebox.engines.protocols import FloatAudio
 from voicebox.events import (
     AudioHealth,
+    EndOfTurnScored,
     Event,
     Interrupted,
     LlmFirstToken,
@@ -135,7 +136,7 @@ def _stages(ts: TurnScore, events: list[Event], owned: list[int], end_s: float) 
         found = [e for e in mine if isinstance(e, kind)]
         return found[-1] if found else None
 
-    ended, play = last(TurnEnded), last(PlaybackStarted)
+    ended, play, scored = last(TurnEnded), last(PlaybackStarted), last(EndOfTurnScored)
     final, tok, tts = last(TranscriptFinal), last(LlmFirstToken), last(TtsFirstAudio)
     inter = last(Interrupted)
     if final is not None:
@@ -150,10 +151,24 @@ def _stages(ts: TurnScore, events: list[Event], owned: list[int], end_s: float) 
     if ended is not None:
         ts.stages["vad_end_error_ms"] = round((ended.speech_end_s - end_s) * 1000)
         ts.stages["turn_confirmed_ms"] = round((ended.stream_s - end_s) * 1000)
+    if scored is not None:  # the last: the one at the turn's end, not at a pause before it
+        ts.stages["eot_score"] = scored.score
+        ts.stages["eot_silence_ms"] = scored.required_silence_ms
     if play is not None:
         ts.event_latency_ms = round((play.stream_s - end_s) * 1000)
     if inter is not None:
         ts.stages["interrupted_at_s"] = inter.stream_s
+
+
+def held_by(stages: dict[str, float]) -> tuple[str, float] | None:
+    """What the first reply sample waited for last: ``("wait", ms)`` when the reply was
+    ready that long before the turn was confirmed (the end-of-turn wait held it),
+    ``("compute", ms)`` when the turn was confirmed that long before the reply was ready.
+    None without both times."""
+    ready, confirmed = stages.get("reply_ready_ms"), stages.get("turn_confirmed_ms")
+    if ready is None or confirmed is None:
+        return None
+    return ("wait", confirmed - ready) if confirmed > ready else ("compute", ready - confirmed)
 
 
 def wer(reference: str, hypothesis: str) -> tuple[int, int]:
